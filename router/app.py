@@ -1,0 +1,71 @@
+"""The ASGI application: an explicit routing table, request ids, errors in the wire shape."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import uuid
+from typing import AsyncIterator, Mapping
+
+import httpx
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from router import catalog, speech, usage
+from router.errors import EXCEPTION_HANDLERS
+from router.gateway import running_gateway
+from router.settings import Settings
+
+ROUTES = [
+    Route("/v1/audio/speech", speech.create_speech, methods=["POST"]),
+    Route("/v1/providers", catalog.list_providers, methods=["GET"]),
+    Route("/v1/voices", catalog.list_voices, methods=["GET"]),
+    Route("/v1/status", catalog.provider_status, methods=["GET"]),
+    Route("/v1/credits", usage.credits, methods=["GET"]),
+    Route("/v1/credits/activity", usage.credit_activity, methods=["GET"]),
+]
+
+_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestIdMiddleware:
+    """Echo a sane `X-Request-Id` from the client or mint one; expose it to handlers."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if _CLIENT_REQUEST_ID.match(incoming) else f"req_{uuid.uuid4().hex}"
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode("latin-1"))]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def create_app(
+    settings: Settings | None = None, *, transports: Mapping[str, httpx.AsyncBaseTransport] | None = None
+) -> Starlette:
+    settings = settings or Settings.from_env()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with running_gateway(settings, transports=transports) as gateway:
+            app.state.gateway = gateway
+            yield
+
+    return Starlette(
+        routes=ROUTES,
+        middleware=[Middleware(RequestIdMiddleware)],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        lifespan=lifespan,
+    )

@@ -1,0 +1,38 @@
+"""Reading a JSON body into a pydantic model, with a size cap and errors in the wire shape."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+
+from router.errors import ApiError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def read_body(request: Request, model: type[M], max_bytes: int) -> M:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise ApiError(413, "invalid_body", f"body is larger than {max_bytes} bytes")
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > max_bytes:
+            raise ApiError(413, "invalid_body", f"body is larger than {max_bytes} bytes")
+        parts.append(part)
+    try:
+        return model.model_validate_json(b"".join(parts))
+    except ValidationError as exc:
+        raise ApiError(400, "invalid_body", _describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_url=False)[:10]:
+        where = ".".join(str(part) for part in error["loc"]) or "body"
+        problems.append(f"{where}: {error['msg']}")
+    return "; ".join(problems)
+

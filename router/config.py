@@ -1,0 +1,119 @@
+"""The gateway's YAML configuration: providers, models, prices, aliases and voice maps.
+
+Provider facts (formats, prices, limits) are data here, not code in the adapters.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from providers.base import AUDIO_FORMATS
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSpec(_Strict):
+    price_micros_per_1k_chars: int = Field(ge=0)
+    max_input_chars: int = Field(gt=0)
+    response_formats: list[str] | None = None  # native formats; None = the provider's
+    instructions: bool = False
+    sse: bool = True
+
+    @field_validator("response_formats")
+    @classmethod
+    def _known_formats(cls, value: list[str] | None) -> list[str] | None:
+        for fmt in value or []:
+            if fmt not in AUDIO_FORMATS:
+                raise ValueError(f"unknown response format {fmt!r}")
+        return value
+
+
+class VoiceSpec(_Strict):
+    id: str
+    name: str
+    language: str
+    gender: str | None = None
+    labels: dict[str, str] = {}
+
+
+class ProviderSpec(_Strict):
+    adapter: str  # which module in providers/ speaks this upstream's wire
+    name: str
+    website: str
+    base_url: str
+    base_url_env: str | None = None
+    api_key: str | None = None
+    api_key_env: str | None = None
+    response_formats: list[str]
+    connect_timeout_s: float = 5.0
+    first_byte_timeout_s: float = 30.0
+    read_timeout_s: float = 30.0
+    max_connections: int = 100
+    allow_unlisted_models: bool = True
+    default_model: ModelSpec  # prices and limits for a model id not listed below
+    models: dict[str, ModelSpec] = {}
+    voices: list[VoiceSpec] = []  # a static catalog, for upstreams with no voices API
+    options: dict[str, Any] = {}  # adapter-specific settings (API version pins, ...)
+
+    def resolved_base_url(self) -> str:
+        url = (self.base_url_env and os.environ.get(self.base_url_env)) or self.base_url
+        return url.rstrip("/")
+
+    def resolved_api_key(self) -> str | None:
+        return (self.api_key_env and os.environ.get(self.api_key_env)) or self.api_key or None
+
+    def model(self, model_id: str) -> ModelSpec | None:
+        if model_id in self.models:
+            return self.models[model_id]
+        return self.default_model if self.allow_unlisted_models else None
+
+
+class AliasSpec(_Strict):
+    target: str  # "provider/model_id"
+    voices: dict[str, str] = {}  # client voice name -> provider voice id
+
+
+class CatalogSpec(_Strict):
+    voices_ttl_s: float = 300.0
+
+
+class WalletSpec(_Strict):
+    reservation_ttl_s: int = 900
+    sweep_interval_s: float = 60.0
+
+
+class ServerSpec(_Strict):
+    max_body_bytes: int = 1_048_576
+
+
+class Config(_Strict):
+    providers: dict[str, ProviderSpec]
+    aliases: dict[str, AliasSpec] = {}
+    catalog: CatalogSpec = CatalogSpec()
+    wallet: WalletSpec = WalletSpec()
+    server: ServerSpec = ServerSpec()
+
+
+def estimate_cost_micros(characters: int, price_micros_per_1k_chars: int) -> int:
+    """ceil(chars x price / 1000), in integers only."""
+    return -(-characters * price_micros_per_1k_chars // 1000)
+
+
+def default_config_path() -> Path:
+    return Path(str(resources.files("config").joinpath("default.yaml")))
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    path = path or os.environ.get("VOXROUTER_CONFIG") or default_config_path()
+    with open(path, encoding="utf-8") as fh:
+        raw = yaml.safe_load(fh) or {}
+    return Config.model_validate(raw)
+

@@ -1,0 +1,27 @@
+"""Process settings from the environment (the YAML config holds the rest)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from router.config import Config, load_config
+
+DEFAULT_DATABASE_URL = "sqlite:///./voxrouter.db"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    config_path: str | None = None  # None: the shipped config/default.yaml
+    config: Config | None = None  # an already-loaded config (tests, embedding)
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        return cls(
+            database_url=os.environ.get("VOXROUTER_DATABASE_URL", DEFAULT_DATABASE_URL),
+            config_path=os.environ.get("VOXROUTER_CONFIG") or None,
+        )
+
+    def load_config(self) -> Config:
+        return self.config if self.config is not None else load_config(self.config_path)

@@ -1,0 +1,111 @@
+"""Shared fixtures: loopback emulators for every remote provider and a live gateway in front."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+from router.app import create_app  # noqa: E402
+from router.cli import _create_key  # noqa: E402
+from router.config import Config, load_config  # noqa: E402
+from router.settings import Settings  # noqa: E402
+from tests.emulators import cartesia_emu, elevenlabs_emu, openai_emu  # noqa: E402
+from tests.emulators.behaviour import EmulatorState  # noqa: E402
+from tests.emulators.server import LoopbackServer  # noqa: E402
+
+EMULATORS = {"openai": openai_emu, "elevenlabs": elevenlabs_emu, "cartesia": cartesia_emu}
+# The emulators mount their routes where the real vendors do, so base URLs differ in the same way.
+BASE_PATHS = {"openai": "/v1", "elevenlabs": "", "cartesia": ""}
+FIRST_BYTE_TIMEOUT_S = 1.0
+
+
+class Emulator:
+    def __init__(self, provider_id: str, state: EmulatorState, server: LoopbackServer) -> None:
+        self.provider_id = provider_id
+        self.state = state
+        self.server = server
+
+    @property
+    def base_url(self) -> str:
+        return self.server.url + BASE_PATHS[self.provider_id]
+
+
+@pytest.fixture(scope="session")
+def emulators() -> Iterator[dict[str, Emulator]]:
+    running: dict[str, Emulator] = {}
+    servers = []
+    try:
+        for pid, module in EMULATORS.items():
+            state = EmulatorState(api_key=f"test-{pid}-key-{uuid.uuid4().hex[:8]}")
+            server = LoopbackServer(module.create_app(state)).__enter__()
+            servers.append(server)
+            running[pid] = Emulator(pid, state, server)
+        yield running
+    finally:
+        for server in servers:
+            server.__exit__(None, None, None)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_emulators(request: pytest.FixtureRequest) -> None:
+    if "emulators" in request.fixturenames or "gateway" in request.fixturenames:
+        for emulator in request.getfixturevalue("emulators").values():
+            emulator.state.reset()
+
+
+def emulated_config(emulators: dict[str, Emulator], **provider_overrides: object) -> Config:
+    config = load_config()
+    providers = {}
+    for pid, spec in config.providers.items():
+        update: dict[str, object] = {"base_url_env": None, "api_key_env": None, "first_byte_timeout_s": FIRST_BYTE_TIMEOUT_S}
+        if pid in emulators:
+            update |= {"base_url": emulators[pid].base_url, "api_key": emulators[pid].state.api_key}
+        update |= provider_overrides
+        providers[pid] = spec.model_copy(update=update)
+    return config.model_copy(update={"providers": providers})
+
+
+class Gateway:
+    def __init__(self, server: LoopbackServer, settings: Settings) -> None:
+        self.server = server
+        self.settings = settings
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def new_key(self, credit_usd: float = 5.0, org: str | None = None) -> str:
+        micros = round(credit_usd * 1_000_000)
+        return asyncio.run(_create_key(self.settings, org or f"org-{uuid.uuid4().hex[:10]}", "test", micros))
+
+
+def start_gateway(tmp_path: Path, config: Config) -> tuple[LoopbackServer, Settings]:
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'gateway.db'}", config=config)
+    server = LoopbackServer(create_app(settings), lifespan="on").__enter__()
+    return server, settings
+
+
+@pytest.fixture(scope="session")
+def gateway(emulators: dict[str, Emulator], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    server, settings = start_gateway(tmp_path_factory.mktemp("gw"), emulated_config(emulators))
+    try:
+        yield Gateway(server, settings)
+    finally:
+        server.__exit__(None, None, None)
+
+
+@pytest.fixture
+def api_key(gateway: Gateway) -> str:
+    return gateway.new_key(5.0)
+
+
+@pytest.fixture
+def key_factory(gateway: Gateway) -> Callable[..., str]:
+    return gateway.new_key

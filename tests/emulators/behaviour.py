@@ -1,0 +1,72 @@
+"""What an emulator does with the next requests: timing and injected faults, plus a request log."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any, AsyncIterator, Callable
+
+
+@dataclasses.dataclass
+class Behaviour:
+    first_byte_delay_s: float = 0.05
+    audio_duration_s: float = 1.0  # length of the clip produced
+    stream_time_s: float = 0.2  # wall time spent streaming it after the first byte
+    chunks: int = 10
+    fail_status: int | None = None  # answer every request with this HTTP error
+    retry_after_s: int | None = None  # sent with a 429
+    reset_after_chunks: int | None = None  # drop the connection after N chunks
+    hang: bool = False  # never answer
+
+
+@dataclasses.dataclass
+class Recorded:
+    method: str
+    path: str
+    headers: dict[str, str]
+    query: dict[str, str]
+    body: Any
+
+
+@dataclasses.dataclass
+class EmulatorState:
+    api_key: str
+    behaviour: Behaviour = dataclasses.field(default_factory=Behaviour)
+    requests: list[Recorded] = dataclasses.field(default_factory=list)
+    cancelled: int = 0  # streams whose client went away before the end
+    completed: int = 0
+
+    def reset(self, **changes: Any) -> None:
+        self.behaviour = Behaviour(**changes)
+        self.requests.clear()
+        self.cancelled = 0
+        self.completed = 0
+
+
+class ConnectionReset(Exception):
+    """Raised inside a streaming body: uvicorn drops the connection without a final chunk."""
+
+
+async def paced(state: EmulatorState, pieces: list[bytes], wrap: Callable[[bytes], bytes] = lambda b: b) -> AsyncIterator[bytes]:
+    b = state.behaviour
+    gap = b.stream_time_s / max(1, len(pieces) - 1)
+    finished = False
+    try:
+        for index, piece in enumerate(pieces):
+            if b.reset_after_chunks is not None and index >= b.reset_after_chunks:
+                raise ConnectionReset()
+            if index:
+                await asyncio.sleep(gap)
+            yield wrap(piece)
+        finished = True
+    finally:
+        if finished:
+            state.completed += 1
+        else:
+            state.cancelled += 1
+
+
+async def before_first_byte(state: EmulatorState) -> None:
+    if state.behaviour.hang:
+        await asyncio.sleep(3600)
+    await asyncio.sleep(state.behaviour.first_byte_delay_s)
