@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -86,19 +87,18 @@ class Gateway:
         return asyncio.run(_create_key(self.settings, org or f"org-{uuid.uuid4().hex[:10]}", "test", micros))
 
 
-def start_gateway(tmp_path: Path, config: Config) -> tuple[LoopbackServer, Settings]:
+@contextlib.contextmanager
+def running_gateway(tmp_path: Path, config: Config) -> Iterator[Gateway]:
+    """A live gateway on a loopback port with its own SQLite file."""
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'gateway.db'}", config=config)
-    server = LoopbackServer(create_app(settings), lifespan="on").__enter__()
-    return server, settings
+    with LoopbackServer(create_app(settings), lifespan="on") as server:
+        yield Gateway(server, settings)
 
 
 @pytest.fixture(scope="session")
 def gateway(emulators: dict[str, Emulator], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    server, settings = start_gateway(tmp_path_factory.mktemp("gw"), emulated_config(emulators))
-    try:
-        yield Gateway(server, settings)
-    finally:
-        server.__exit__(None, None, None)
+    with running_gateway(tmp_path_factory.mktemp("gw"), emulated_config(emulators)) as running:
+        yield running
 
 
 @pytest.fixture

@@ -1,0 +1,156 @@
+"""Generate `openapi.yaml` from the routing table and the pydantic models.
+
+    python -m router.openapi > openapi.yaml
+
+A test fails when the committed file differs from what this prints, and another
+validates live responses against it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from router import schemas
+from router.app import ROUTES
+
+_ERRORS = {
+    400: "invalid_body or invalid_model",
+    401: "unauthorized",
+    402: "insufficient_credit",
+    404: "not_found",
+    413: "invalid_body (body too large)",
+    500: "internal_error",
+    502: "upstream_error",
+    503: "provider_unavailable",
+    504: "upstream_error (deadline)",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Operation:
+    operation_id: str
+    summary: str
+    response: type[BaseModel] | tuple[str, type[BaseModel]] | str  # model, ("array", model), or "audio"
+    body: type[BaseModel] | None = None
+    query: tuple[dict[str, Any], ...] = ()
+    errors: tuple[int, ...] = (401, 500)
+
+
+_LIMIT = {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}}
+
+OPERATIONS: dict[tuple[str, str], Operation] = {
+    ("/v1/audio/speech", "post"): Operation(
+        "createSpeech",
+        "Synthesize speech; the body streams raw audio (or SSE events when stream_format is sse).",
+        "audio",
+        body=schemas.SpeechRequest,
+        errors=(400, 401, 402, 413, 500, 502, 503, 504),
+    ),
+    ("/v1/providers", "get"): Operation("listProviders", "Routable providers and their models.", ("array", schemas.ProviderOut)),
+    ("/v1/voices", "get"): Operation(
+        "listVoices",
+        "The voice catalog merged across providers.",
+        schemas.VoicesResponse,
+        query=(
+            {"name": "provider", "in": "query", "required": False, "schema": {"type": "string"}, "description": "Comma-separated provider ids."},
+            {"name": "language", "in": "query", "required": False, "schema": {"type": "string"}, "description": "Case-insensitive language prefix."},
+            {"name": "gender", "in": "query", "required": False, "schema": {"type": "string"}, "description": "Exact gender label, case-insensitive."},
+        ),
+    ),
+    ("/v1/status", "get"): Operation("providerStatus", "Live health per provider.", ("array", schemas.StatusOut)),
+    ("/v1/credits", "get"): Operation("getCredits", "Wallet snapshot in USD micro-dollars.", schemas.CreditsOut),
+    ("/v1/credits/activity", "get"): Operation(
+        "listCreditActivity", "Ledger rows, newest first.", ("array", schemas.ActivityOut), query=(_LIMIT,), errors=(400, 401, 500)
+    ),
+}
+
+_MODELS: list[type[BaseModel]] = [
+    schemas.SpeechRequest,
+    schemas.ErrorBody,
+    schemas.VoicesResponse,
+    schemas.ProviderOut,
+    schemas.StatusOut,
+    schemas.CreditsOut,
+    schemas.ActivityOut,
+    schemas.SpeechAudioDelta,
+    schemas.SpeechAudioDone,
+]
+
+_AUDIO_TYPES = ["audio/mpeg", "audio/ogg", "audio/aac", "audio/flac", "audio/wav", "audio/l16"]
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _response_schema(response: Any) -> dict[str, Any]:
+    if isinstance(response, tuple):
+        return {"type": "array", "items": _ref(response[1])}
+    return _ref(response)
+
+
+def _operation(op: Operation) -> dict[str, Any]:
+    out: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary, "security": [{"bearerAuth": []}]}
+    if op.query:
+        out["parameters"] = list(op.query)
+    if op.body is not None:
+        out["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(op.body)}}}
+    if op.response == "audio":
+        content: dict[str, Any] = {t: {"schema": {"type": "string", "format": "binary"}} for t in _AUDIO_TYPES}
+        content["text/event-stream"] = {"schema": {"type": "string"}}
+        ok = {
+            "description": "Chunked audio as the upstream produces it.",
+            "headers": {"X-VoxRouter-Provider": {"schema": {"type": "string"}, "description": "The provider that served."}},
+            "content": content,
+        }
+    else:
+        ok = {"description": "OK", "content": {"application/json": {"schema": _response_schema(op.response)}}}
+    responses: dict[Any, Any] = {"200": ok}
+    for status in op.errors:
+        responses[str(status)] = {
+            "description": _ERRORS[status],
+            "content": {"application/json": {"schema": _ref(schemas.ErrorBody)}},
+        }
+    out["responses"] = responses
+    return out
+
+
+def build_spec() -> dict[str, Any]:
+    routed = {(route.path, method.lower()) for route in ROUTES for method in (route.methods or ()) if method != "HEAD"}
+    if routed != set(OPERATIONS):
+        raise RuntimeError(f"routes and OpenAPI operations differ: {sorted(routed ^ set(OPERATIONS))}")
+    _, definitions = models_json_schema(
+        [(model, "validation" if model is schemas.SpeechRequest else "serialization") for model in _MODELS],
+        ref_template="#/components/schemas/{model}"
+    )
+    paths: dict[str, dict[str, Any]] = {}
+    for (path, method), op in OPERATIONS.items():
+        paths.setdefault(path, {})[method] = _operation(op)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "VoxRouter",
+            "version": "0.1.0",
+            "description": "One OpenAI-compatible API across every TTS provider. Money is USD micro-dollars.",
+        },
+        "servers": [{"url": "http://127.0.0.1:8080"}],
+        "paths": paths,
+        "components": {
+            "schemas": definitions.get("$defs", {}),
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "description": "pk_... API key"}},
+        },
+    }
+
+
+def render() -> str:
+    return yaml.safe_dump(build_spec(), sort_keys=False, allow_unicode=True, width=100)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())

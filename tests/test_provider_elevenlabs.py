@@ -1,0 +1,379 @@
+"""ElevenLabsProvider against the loopback emulator over real sockets, plus respx edge cases."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, AsyncIterator, Iterator
+
+import httpx
+import pytest
+import respx
+
+from providers.base import ErrorKind, ProviderError, SynthesisRequest
+from providers.elevenlabs import ElevenLabsProvider
+from router.config import ProviderSpec, load_config
+from tests.emulators.audio import encoded
+from tests.emulators.behaviour import Behaviour, EmulatorState
+from tests.emulators.elevenlabs_emu import create_app
+from tests.emulators.server import LoopbackServer
+
+KEY = "test-key"
+RACHEL = "21m00Tcm4TlvDq8ikWAM"
+MODEL = "eleven_turbo_v2_5"
+REMOTE = "https://api.elevenlabs.test"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _spec(base_url: str, **changes: Any) -> ProviderSpec:
+    spec = load_config().providers["elevenlabs"]
+    # No env lookups: the test decides the URL and key.
+    update = {"base_url": base_url, "base_url_env": None, "api_key": KEY, "api_key_env": None, **changes}
+    return spec.model_copy(update=update)
+
+
+def _request(fmt: str = "mp3", **changes: Any) -> SynthesisRequest:
+    fields: dict[str, Any] = {"model": MODEL, "input": "Hello there.", "voice": RACHEL, "response_format": fmt}
+    return SynthesisRequest(**{**fields, **changes})
+
+
+async def _collect(stream: AsyncIterator[bytes]) -> bytes:
+    return b"".join([chunk async for chunk in stream])
+
+
+async def _error_of(provider: ElevenLabsProvider, request: SynthesisRequest) -> ProviderError:
+    with pytest.raises(ProviderError) as info:
+        await _collect(provider.synthesize(request))
+    return info.value
+
+
+@pytest.fixture
+def state() -> EmulatorState:
+    return EmulatorState(api_key=KEY, behaviour=Behaviour(first_byte_delay_s=0.01, stream_time_s=0.05))
+
+
+@pytest.fixture
+def server(state: EmulatorState) -> Iterator[LoopbackServer]:
+    with LoopbackServer(create_app(state)) as srv:
+        yield srv
+
+
+@pytest.fixture
+async def provider(server: LoopbackServer) -> AsyncIterator[ElevenLabsProvider]:
+    p = ElevenLabsProvider("elevenlabs", _spec(server.url))
+    yield p
+    await p.aclose()
+
+
+# --- synthesis ---------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_mp3_streams_audio_and_sends_the_vendor_request(provider: ElevenLabsProvider, state: EmulatorState) -> None:
+    request = _request("mp3", speed=1.1, provider_options={"language_code": "en", "seed": 7})
+    audio = await _collect(provider.synthesize(request))
+
+    assert audio == encoded("mp3", state.behaviour.audio_duration_s)
+    [sent] = state.requests
+    assert (sent.method, sent.path) == ("POST", f"/v1/text-to-speech/{RACHEL}/stream")
+    assert sent.headers["xi-api-key"] == KEY
+    assert sent.query == {"output_format": "mp3_44100_128"}
+    assert sent.body == {
+        "text": "Hello there.",
+        "model_id": MODEL,
+        "voice_settings": {"speed": 1.1},
+        "language_code": "en",
+        "seed": 7,
+    }
+
+
+@pytest.mark.anyio
+async def test_pcm_asks_for_24khz_pcm(provider: ElevenLabsProvider, state: EmulatorState) -> None:
+    audio = await _collect(provider.synthesize(_request("pcm")))
+
+    assert audio == encoded("pcm", state.behaviour.audio_duration_s)
+    [sent] = state.requests
+    assert sent.query == {"output_format": "pcm_24000"}
+    assert sent.body == {"text": "Hello there.", "model_id": MODEL}
+
+
+@pytest.mark.anyio
+async def test_voice_settings_from_options_merge_with_speed(provider: ElevenLabsProvider, state: EmulatorState) -> None:
+    request = _request(speed=0.9, provider_options={"voice_settings": {"stability": 0.3, "similarity_boost": 0.8}})
+    await _collect(provider.synthesize(request))
+
+    assert state.requests[0].body["voice_settings"] == {"speed": 0.9, "stability": 0.3, "similarity_boost": 0.8}
+
+
+@pytest.mark.anyio
+async def test_output_format_and_latency_options_come_from_config(server: LoopbackServer, state: EmulatorState) -> None:
+    options = {"mp3_output_format": "mp3_22050_32", "optimize_streaming_latency": 3}
+    provider = ElevenLabsProvider("elevenlabs", _spec(server.url, options=options))
+    try:
+        await _collect(provider.synthesize(_request("mp3")))
+    finally:
+        await provider.aclose()
+
+    assert state.requests[0].query == {"output_format": "mp3_22050_32", "optimize_streaming_latency": "3"}
+
+
+@pytest.mark.anyio
+async def test_first_chunk_arrives_before_the_upstream_finishes(provider: ElevenLabsProvider, state: EmulatorState) -> None:
+    state.behaviour = Behaviour(first_byte_delay_s=0.01, stream_time_s=0.3, chunks=6)
+    stream = provider.synthesize(_request())
+    started = time.monotonic()
+    first = await anext(stream)
+    first_at = time.monotonic() - started
+    completed_at_first_chunk = state.completed
+    rest = await _collect(stream)
+
+    assert first and rest
+    assert completed_at_first_chunk == 0
+    assert first_at < 0.2
+
+
+@pytest.mark.anyio
+async def test_format_without_native_support_is_a_bad_request(provider: ElevenLabsProvider, state: EmulatorState) -> None:
+    error = await _error_of(provider, _request("opus"))
+
+    assert error.kind is ErrorKind.bad_request
+    assert state.requests == []
+
+
+# --- upstream failures -------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_server_error_is_unavailable(provider: ElevenLabsProvider, state: EmulatorState) -> None:
+    state.behaviour = Behaviour(first_byte_delay_s=0, fail_status=500)
+    error = await _error_of(provider, _request())
+
+    assert error.kind is ErrorKind.unavailable
+    assert error.status == 500
+    assert "something went wrong" in error.message
+
+
+@pytest.mark.anyio
+async def test_rejected_key_is_auth_and_does_not_leak_the_key(server: LoopbackServer) -> None:
+    secret = "sk-el-wrong-secret-123"
+    provider = ElevenLabsProvider("elevenlabs", _spec(server.url, api_key=secret))
+    try:
+        error = await _error_of(provider, _request())
+    finally:
+        await provider.aclose()
+
+    assert error.kind is ErrorKind.auth
+    assert error.status == 401
+    assert "elevenlabs" in error.message
+    assert secret not in error.message and secret not in repr(error)
+
+
+@pytest.mark.anyio
+async def test_rate_limit_carries_retry_after(provider: ElevenLabsProvider, state: EmulatorState) -> None:
+    state.behaviour = Behaviour(first_byte_delay_s=0, fail_status=429, retry_after_s=7)
+    error = await _error_of(provider, _request())
+
+    assert error.kind is ErrorKind.rate_limited
+    assert error.retry_after == 7.0
+
+
+@pytest.mark.anyio
+async def test_hang_times_out_before_the_first_byte(server: LoopbackServer, state: EmulatorState) -> None:
+    state.behaviour = Behaviour(hang=True)
+    provider = ElevenLabsProvider("elevenlabs", _spec(server.url, first_byte_timeout_s=0.3))
+    started = time.monotonic()
+    try:
+        error = await _error_of(provider, _request())
+    finally:
+        await provider.aclose()
+
+    assert error.kind is ErrorKind.timeout
+    assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.anyio
+async def test_reset_mid_stream_is_unavailable_after_some_audio(provider: ElevenLabsProvider, state: EmulatorState) -> None:
+    state.behaviour = Behaviour(first_byte_delay_s=0, stream_time_s=0.05, chunks=10, reset_after_chunks=3)
+    received: list[bytes] = []
+    with pytest.raises(ProviderError) as info:
+        async for chunk in provider.synthesize(_request()):
+            received.append(chunk)
+
+    assert received
+    assert info.value.kind is ErrorKind.unavailable
+
+
+@pytest.mark.anyio
+async def test_validation_error_is_bad_request_with_the_messages(provider: ElevenLabsProvider) -> None:
+    error = await _error_of(provider, _request(provider_options={"text": None}))
+
+    assert error.kind is ErrorKind.bad_request
+    assert error.status == 422
+    assert "Field required" in error.message
+
+
+@pytest.mark.anyio
+async def test_unknown_voice_is_bad_request(provider: ElevenLabsProvider) -> None:
+    error = await _error_of(provider, _request(voice="NoSuchVoice000000000"))
+
+    assert error.kind is ErrorKind.bad_request
+    assert error.status == 404
+    assert "was not found" in error.message
+
+
+# --- voices and probe --------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_voices_are_mapped_from_the_catalog(provider: ElevenLabsProvider, state: EmulatorState) -> None:
+    voices = {v.id: v for v in await provider.voices()}
+
+    assert set(voices) == {RACHEL, "EXAVITQu4vr4xnSDxMaL", "pNInz6obpgDQGcFmaJgB"}
+    rachel = voices[RACHEL]
+    assert (rachel.name, rachel.provider, rachel.language) == ("Rachel", "elevenlabs", "en-US")
+    assert rachel.labels["gender"] == "female" and rachel.labels["accent"] == "american"
+    assert rachel.model_compatibility == ("eleven_multilingual_v2", "eleven_turbo_v2_5")
+    assert rachel.preview_url and RACHEL in rachel.preview_url
+    adam = voices["pNInz6obpgDQGcFmaJgB"]  # no verified languages: defaults apply
+    assert adam.language == "en"
+    assert adam.model_compatibility == ("eleven_flash_v2_5", "eleven_turbo_v2_5", "eleven_multilingual_v2")
+    [sent] = state.requests
+    assert (sent.method, sent.path, sent.headers["xi-api-key"]) == ("GET", "/v1/voices", KEY)
+
+
+@pytest.mark.anyio
+async def test_voices_without_a_key_is_empty_and_calls_nothing(server: LoopbackServer, state: EmulatorState) -> None:
+    provider = ElevenLabsProvider("elevenlabs", _spec(server.url, api_key=None))
+    try:
+        assert not provider.configured
+        assert await provider.voices() == []
+    finally:
+        await provider.aclose()
+    assert state.requests == []
+
+
+@pytest.mark.anyio
+async def test_voices_with_a_rejected_key_raise_auth(server: LoopbackServer) -> None:
+    provider = ElevenLabsProvider("elevenlabs", _spec(server.url, api_key="wrong"))
+    try:
+        with pytest.raises(ProviderError) as info:
+            await provider.voices()
+    finally:
+        await provider.aclose()
+    assert info.value.kind is ErrorKind.auth
+
+
+@pytest.mark.anyio
+async def test_probe_ok(provider: ElevenLabsProvider, state: EmulatorState) -> None:
+    health = await provider.probe()
+
+    assert health.ok and health.latency_ms is not None
+    assert (state.requests[0].path, state.requests[0].headers["xi-api-key"]) == ("/v1/models", KEY)
+
+
+@pytest.mark.anyio
+async def test_probe_with_a_rejected_key(server: LoopbackServer) -> None:
+    provider = ElevenLabsProvider("elevenlabs", _spec(server.url, api_key="wrong"))
+    try:
+        health = await provider.probe()
+    finally:
+        await provider.aclose()
+    assert (health.ok, health.reason) == (False, "auth")
+
+
+@pytest.mark.anyio
+async def test_probe_without_a_key(server: LoopbackServer, state: EmulatorState) -> None:
+    provider = ElevenLabsProvider("elevenlabs", _spec(server.url, api_key=None))
+    try:
+        health = await provider.probe()
+    finally:
+        await provider.aclose()
+    assert (health.ok, health.reason) == (False, "missing_api_key")
+    assert state.requests == []
+
+
+# --- error bodies and catalog shapes (respx) ---------------------------------
+
+
+async def _remote_error(status: int, **response: Any) -> ProviderError:
+    provider = ElevenLabsProvider("elevenlabs", _spec(REMOTE))
+    try:
+        with respx.mock(base_url=REMOTE) as router:
+            router.post(f"/v1/text-to-speech/{RACHEL}/stream").respond(status, **response)
+            return await _error_of(provider, _request())
+    finally:
+        await provider.aclose()
+
+
+@pytest.mark.anyio
+async def test_non_json_error_body_keeps_the_status() -> None:
+    error = await _remote_error(502, text="<html><body>Bad Gateway</body></html>")
+
+    assert error.kind is ErrorKind.unavailable
+    assert error.message == "elevenlabs answered HTTP 502"
+
+
+@pytest.mark.anyio
+async def test_validation_messages_are_joined() -> None:
+    detail = [
+        {"loc": ["body", "text"], "msg": "Field required", "type": "missing"},
+        {"loc": ["query", "output_format"], "msg": "Input should be a valid output format", "type": "enum"},
+    ]
+    error = await _remote_error(422, json={"detail": detail})
+
+    assert error.kind is ErrorKind.bad_request
+    assert error.message.endswith("Field required; Input should be a valid output format")
+
+
+@pytest.mark.anyio
+async def test_quota_error_uses_the_detail_message() -> None:
+    body = {"detail": {"status": "quota_exceeded", "message": "This request exceeds your quota."}}
+    error = await _remote_error(400, json=body)
+
+    assert error.kind is ErrorKind.bad_request
+    assert error.message == "elevenlabs answered HTTP 400: This request exceeds your quota."
+
+
+@pytest.mark.anyio
+async def test_odd_catalog_entries_are_tolerated() -> None:
+    listing = {
+        "voices": [
+            {"voice_id": "v1", "name": "Lucía", "labels": {"language": "es", "gender": "female", "score": 3, "tags": ["x"]}},
+            {"voice_id": "v2", "name": "Kenji", "labels": None, "verified_languages": [{"language": "ja", "model_id": "eleven_multilingual_v2"}]},
+            {"name": "no id"},
+        ]
+    }
+    provider = ElevenLabsProvider("elevenlabs", _spec(REMOTE))
+    try:
+        with respx.mock(base_url=REMOTE) as router:
+            router.get("/v1/voices").respond(200, json=listing)
+            voices = await provider.voices()
+    finally:
+        await provider.aclose()
+
+    assert [v.id for v in voices] == ["v1", "v2"]
+    assert voices[0].language == "es"
+    assert voices[0].labels == {"language": "es", "gender": "female"}
+    assert voices[1].language == "ja" and voices[1].labels == {}
+    assert voices[1].model_compatibility == ("eleven_multilingual_v2",)
+
+
+@pytest.mark.anyio
+async def test_unreadable_catalog_is_unavailable() -> None:
+    provider = ElevenLabsProvider("elevenlabs", _spec(REMOTE))
+    try:
+        with respx.mock(base_url=REMOTE) as router:
+            router.get("/v1/voices").respond(200, text="not json")
+            with pytest.raises(ProviderError) as info:
+                await provider.voices()
+            router.get("/v1/voices").mock(side_effect=httpx.ConnectError("refused"))
+            with pytest.raises(ProviderError) as refused:
+                await provider.voices()
+    finally:
+        await provider.aclose()
+
+    assert info.value.kind is ErrorKind.unavailable
+    assert refused.value.kind is ErrorKind.unavailable
