@@ -73,8 +73,8 @@ async def _one(client: httpx.AsyncClient, url: str, headers: dict[str, str], bod
 async def _run(url: str, headers: dict[str, str], body: dict, requests: int, concurrency: int) -> dict[str, float]:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
-        for _ in range(min(concurrency, 8)):  # warm connections and caches
-            await _one(client, url, headers, body)
+        # Open every connection and warm caches first, so runs measure steady state.
+        await asyncio.gather(*(_one(client, url, headers, body) for _ in range(concurrency)))
         queue: asyncio.Queue[int] = asyncio.Queue()
         for i in range(requests):
             queue.put_nowait(i)

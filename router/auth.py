@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import hmac
 import secrets
+import time
 
 from starlette.requests import Request
 
@@ -13,6 +14,7 @@ from router.errors import ApiError
 from router.store.base import Store
 
 API_KEY_PREFIX = "pk_"
+_CACHE_MAX = 100_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,14 +49,38 @@ def bearer_token(request: Request) -> str | None:
     return token.strip()
 
 
-async def authenticate_api_key(request: Request, store: Store) -> Principal:
-    token = bearer_token(request)
-    if token is None:
-        raise ApiError(401, "unauthorized", "missing bearer token: send Authorization: Bearer pk_...")
-    if not token.startswith(API_KEY_PREFIX):
-        raise ApiError(401, "unauthorized", "this route takes an API key (pk_...)")
-    digest = hash_secret(token)
-    record = await store.find_api_key(digest)
-    if record is None or not hmac.compare_digest(record.key_hash, digest) or record.revoked_at is not None:
-        raise ApiError(401, "unauthorized", "invalid or revoked API key")
-    return Principal(key_id=record.id, org_id=record.org_id)
+class Authenticator:
+    """Resolves bearer API keys to principals, remembering valid ones for `cache_ttl_s`
+    so the hot path skips the database; a revocation made elsewhere takes effect
+    within that time, one made through `forget` at once."""
+
+    def __init__(self, store: Store, cache_ttl_s: float) -> None:
+        self._store = store
+        self._ttl = cache_ttl_s
+        self._cache: dict[str, tuple[float, Principal]] = {}
+
+    async def api_key(self, request: Request) -> Principal:
+        token = bearer_token(request)
+        if token is None:
+            raise ApiError(401, "unauthorized", "missing bearer token: send Authorization: Bearer pk_...")
+        if not token.startswith(API_KEY_PREFIX):
+            raise ApiError(401, "unauthorized", "this route takes an API key (pk_...)")
+        digest = hash_secret(token)
+        now = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        record = await self._store.find_api_key(digest)
+        if record is None or not hmac.compare_digest(record.key_hash, digest) or record.revoked_at is not None:
+            self._cache.pop(digest, None)
+            raise ApiError(401, "unauthorized", "invalid or revoked API key")
+        principal = Principal(key_id=record.id, org_id=record.org_id)
+        if len(self._cache) > _CACHE_MAX:
+            self._cache.clear()
+        self._cache[digest] = (now + self._ttl, principal)
+        return principal
+
+    def forget(self, key_id: str) -> None:
+        for digest, (_, principal) in list(self._cache.items()):
+            if principal.key_id == key_id:
+                del self._cache[digest]

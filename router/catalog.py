@@ -10,7 +10,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from providers.base import AUDIO_FORMATS, Provider, Voice
-from router.auth import authenticate_api_key
 from router.config import Config
 from router.health import HealthBoard
 from router.schemas import ModelOut, ProviderOut, StatusOut, VoiceOut, VoicesResponse
@@ -90,13 +89,13 @@ def _csv(value: str | None) -> list[str] | None:
 
 async def list_providers(request: Request) -> Response:
     gateway = request.app.state.gateway
-    await authenticate_api_key(request, gateway.store)
+    await gateway.auth.api_key(request)
     return JSONResponse([p.model_dump(mode="json") for p in gateway.catalog.providers()])
 
 
 async def list_voices(request: Request) -> Response:
     gateway = request.app.state.gateway
-    await authenticate_api_key(request, gateway.store)
+    await gateway.auth.api_key(request)
     query = request.query_params
     voices = await gateway.catalog.voices(_csv(query.get("provider")), query.get("language"), query.get("gender"))
     body = VoicesResponse(
@@ -118,5 +117,5 @@ async def list_voices(request: Request) -> Response:
 
 async def provider_status(request: Request) -> Response:
     gateway = request.app.state.gateway
-    await authenticate_api_key(request, gateway.store)
+    await gateway.auth.api_key(request)
     return JSONResponse([s.model_dump(mode="json", exclude_none=True) for s in gateway.catalog.status()])

@@ -90,6 +90,10 @@ class WalletSpec(_Strict):
     sweep_interval_s: float = 60.0
 
 
+class AuthSpec(_Strict):
+    key_cache_ttl_s: float = 5.0
+
+
 class ServerSpec(_Strict):
     max_body_bytes: int = 1_048_576
 
@@ -100,6 +104,7 @@ class Config(_Strict):
     catalog: CatalogSpec = CatalogSpec()
     wallet: WalletSpec = WalletSpec()
     server: ServerSpec = ServerSpec()
+    auth: AuthSpec = AuthSpec()
 
 
 def estimate_cost_micros(characters: int, price_micros_per_1k_chars: int) -> int:

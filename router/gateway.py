@@ -12,6 +12,7 @@ import httpx
 
 from providers import build_provider
 from providers.base import Provider
+from router.auth import Authenticator
 from router.catalog import Catalog
 from router.config import Config
 from router.health import HealthBoard
@@ -31,6 +32,7 @@ class Gateway:
     providers: dict[str, Provider]
     health: HealthBoard
     catalog: Catalog
+    auth: Authenticator
 
 
 @contextlib.asynccontextmanager
@@ -45,7 +47,9 @@ async def running_gateway(
     }
     health = HealthBoard()
     wallet = Wallet(store, config.wallet.reservation_ttl_s)
-    gateway = Gateway(config, store, wallet, providers, health, Catalog(config, providers, health))
+    gateway = Gateway(
+        config, store, wallet, providers, health, Catalog(config, providers, health), Authenticator(store, config.auth.key_cache_ttl_s)
+    )
     sweeper = asyncio.create_task(_sweep_forever(wallet, config.wallet.sweep_interval_s))
     try:
         yield gateway

@@ -11,7 +11,6 @@ from starlette.responses import Response
 
 from providers.base import ProviderError, SynthesisRequest
 from router import audio, dispatch
-from router.auth import authenticate_api_key
 from router.body import read_body
 from router.config import estimate_cost_micros
 from router.errors import ApiError
@@ -25,7 +24,7 @@ logger = logging.getLogger("voxrouter.speech")
 
 async def create_speech(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
-    principal = await authenticate_api_key(request, gateway.store)
+    principal = await gateway.auth.api_key(request)
     body = await read_body(request, SpeechRequest, gateway.config.server.max_body_bytes)
 
     target = dispatch.resolve(gateway.config, gateway.providers, body.model, body.voice_id)

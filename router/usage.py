@@ -5,7 +5,6 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from router.auth import authenticate_api_key
 from router.errors import ApiError
 from router.schemas import ActivityOut, CreditsOut
 
@@ -25,7 +24,7 @@ def int_param(request: Request, name: str, default: int, low: int, high: int) ->
 
 async def credits(request: Request) -> Response:
     gateway = request.app.state.gateway
-    principal = await authenticate_api_key(request, gateway.store)
+    principal = await gateway.auth.api_key(request)
     snap = await gateway.wallet.snapshot(principal.org_id)
     body = CreditsOut(balance_micros=snap.balance_micros, reserved_micros=snap.reserved_micros)
     return JSONResponse(body.model_dump(by_alias=True))
@@ -33,7 +32,7 @@ async def credits(request: Request) -> Response:
 
 async def credit_activity(request: Request) -> Response:
     gateway = request.app.state.gateway
-    principal = await authenticate_api_key(request, gateway.store)
+    principal = await gateway.auth.api_key(request)
     limit = int_param(request, "limit", 20, 1, 100)
     rows = await gateway.store.activity(principal.org_id, limit)
     body = [
