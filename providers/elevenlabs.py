@@ -6,11 +6,8 @@ import json
 from typing import Any, AsyncIterator
 from urllib.parse import quote
 
-import httpx
-
-from providers._http import build_client, error_from_response, probe_get, stream_audio
-from providers.base import Capabilities, ErrorKind, Health, ProviderError, SynthesisRequest, Voice
-from router.config import ProviderSpec
+from providers.base import ErrorKind, ProviderError, SynthesisRequest, Voice
+from providers.remote import RemoteProvider, merge_options
 
 DEFAULT_MP3_FORMAT = "mp3_44100_128"
 PCM_FORMAT = "pcm_24000"  # matches base.PCM_SAMPLE_RATE: raw 16-bit LE mono
@@ -25,17 +22,6 @@ def _parse_error(body: bytes) -> str:
     return str(detail or "")
 
 
-def _merged(body: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
-    """Apply pass-through options; a dict option merges into a dict the adapter already set."""
-    merged = dict(body)
-    for key, value in options.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = {**merged[key], **value}
-        else:
-            merged[key] = value
-    return merged
-
-
 def _language(item: dict[str, Any], labels: dict[str, Any]) -> str:
     for entry in item.get("verified_languages") or []:
         if isinstance(entry, dict) and (entry.get("locale") or entry.get("language")):
@@ -48,32 +34,9 @@ def _model_ids(item: dict[str, Any]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(str(i) for i in ids if i))
 
 
-class ElevenLabsProvider:
-    def __init__(self, provider_id: str, spec: ProviderSpec, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self.id = provider_id
-        self.name = spec.name
-        self.website = spec.website
-        self._spec = spec
-        self._api_key = spec.resolved_api_key()
-        self._client = build_client(
-            spec.resolved_base_url(),
-            connect_timeout_s=spec.connect_timeout_s,
-            read_timeout_s=spec.read_timeout_s,
-            max_connections=spec.max_connections,
-            transport=transport,
-        )
-
-    @property
-    def configured(self) -> bool:
-        return bool(self._api_key)
-
-    def capabilities(self, model: str) -> Capabilities:
-        spec = self._spec.model(model) or self._spec.default_model
-        return Capabilities(
-            response_formats=tuple(spec.response_formats or self._spec.response_formats),
-            max_input_chars=spec.max_input_chars,
-            instructions=spec.instructions,
-        )
+class ElevenLabsProvider(RemoteProvider):
+    probe_path = "/v1/models"
+    parse_error = staticmethod(_parse_error)
 
     def _headers(self) -> dict[str, str]:
         return {"xi-api-key": self._api_key or ""}
@@ -97,18 +60,9 @@ class ElevenLabsProvider:
         body: dict[str, Any] = {"text": request.input, "model_id": request.model}
         if request.speed is not None:
             body["voice_settings"] = {"speed": request.speed}
-        body = _merged(body, request.provider_options)
-        async for chunk in stream_audio(
-            self._client,
-            self.id,
-            "POST",
-            f"/v1/text-to-speech/{quote(request.voice, safe='')}/stream",
-            headers=self._headers(),
-            params=params,
-            json=body,
-            parse_error=_parse_error,
-            first_byte_timeout_s=self._spec.first_byte_timeout_s,
-        ):
+        body = merge_options(body, request.provider_options)
+        url = f"/v1/text-to-speech/{quote(request.voice, safe='')}/stream"
+        async for chunk in self._stream(url, params=params, json=body):
             yield chunk
 
     async def voices(self) -> list[Voice]:
@@ -117,24 +71,6 @@ class ElevenLabsProvider:
         listing = await self._get_json("/v1/voices")
         items = listing.get("voices") if isinstance(listing, dict) else None
         return [self._voice(item) for item in items or [] if isinstance(item, dict) and item.get("voice_id")]
-
-    async def _get_json(self, url: str) -> Any:
-        try:
-            response = await self._client.get(url, headers=self._headers())
-        except httpx.TimeoutException:
-            raise ProviderError(ErrorKind.timeout, f"{self.id} timed out on GET {url}", provider=self.id) from None
-        except httpx.HTTPError as exc:
-            raise ProviderError(
-                ErrorKind.unavailable, f"{self.id} GET {url} failed: {type(exc).__name__}", provider=self.id
-            ) from None
-        if response.status_code >= 400:
-            raise error_from_response(self.id, response, response.content, _parse_error)
-        try:
-            return response.json()
-        except ValueError:
-            raise ProviderError(
-                ErrorKind.unavailable, f"{self.id} answered GET {url} with invalid JSON", provider=self.id
-            ) from None
 
     def _voice(self, item: dict[str, Any]) -> Voice:
         raw_labels = item.get("labels") if isinstance(item.get("labels"), dict) else {}
@@ -147,11 +83,3 @@ class ElevenLabsProvider:
             preview_url=item.get("preview_url") or None,
             model_compatibility=_model_ids(item) or tuple(self._spec.models),
         )
-
-    async def probe(self) -> Health:
-        if not self.configured:
-            return Health(ok=False, reason="missing_api_key")
-        return await probe_get(self._client, self.id, "/v1/models", headers=self._headers())
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
