@@ -6,6 +6,9 @@ import asyncio
 import dataclasses
 from typing import Any, AsyncIterator, Callable
 
+import anyio
+from starlette.requests import Request
+
 
 @dataclasses.dataclass
 class Behaviour:
@@ -66,7 +69,22 @@ async def paced(state: EmulatorState, pieces: list[bytes], wrap: Callable[[bytes
             state.cancelled += 1
 
 
-async def before_first_byte(state: EmulatorState) -> None:
-    if state.behaviour.hang:
-        await asyncio.sleep(3600)
-    await asyncio.sleep(state.behaviour.first_byte_delay_s)
+async def before_first_byte(request: Request, state: EmulatorState) -> bool:
+    """Wait as configured before answering; False if the client went away meanwhile.
+
+    A `hang` sleeps for an hour; it is abandoned once the client has disconnected, so
+    uvicorn's shutdown does not wait for it.
+    """
+
+    async def watch(scope: anyio.CancelScope) -> None:
+        while not await request.is_disconnected():
+            await anyio.sleep(0.02)
+        scope.cancel()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch, tg.cancel_scope)
+        if state.behaviour.hang:
+            await anyio.sleep(3600)
+        await anyio.sleep(state.behaviour.first_byte_delay_s)
+        tg.cancel_scope.cancel()
+    return not await request.is_disconnected()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import anyio
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -73,25 +72,6 @@ def _body_problem(body: Any) -> str | None:
     return None
 
 
-async def _first_byte_wait(request: Request, state: EmulatorState) -> bool:
-    """`before_first_byte`, abandoned once the client has gone away; False if it has.
-
-    A `hang` otherwise sleeps for an hour after the client's timeout, and uvicorn's
-    shutdown waits for it (up to its graceful timeout) before a LoopbackServer exits.
-    """
-
-    async def watch(scope: anyio.CancelScope) -> None:
-        while not await request.is_disconnected():
-            await anyio.sleep(0.02)
-        scope.cancel()
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(watch, tg.cancel_scope)
-        await before_first_byte(state)
-        tg.cancel_scope.cancel()
-    return not await request.is_disconnected()
-
-
 def create_app(state: EmulatorState, *, max_page_size: int = DEFAULT_MAX_PAGE_SIZE) -> Starlette:
     async def tts_bytes(request: Request) -> Response:
         raw = await request.body()
@@ -109,7 +89,7 @@ def create_app(state: EmulatorState, *, max_page_size: int = DEFAULT_MAX_PAGE_SI
         if body["voice"]["id"] not in VOICE_IDS:
             return _error(404, "Not Found", f"voice {body['voice']['id']} not found")
         b = state.behaviour
-        if not await _first_byte_wait(request, state):
+        if not await before_first_byte(request, state):
             return Response(status_code=499)  # nobody is listening any more
         if b.fail_status:
             if b.fail_status == 429:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import anyio
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -85,25 +84,6 @@ def _record(request: Request, state: EmulatorState, body: Any) -> None:
     state.requests.append(Recorded(request.method, request.url.path, dict(request.headers), dict(request.query_params), body))
 
 
-async def _first_byte_wait(request: Request, state: EmulatorState) -> bool:
-    """`before_first_byte`, abandoned once the client has gone away; False if it has.
-
-    A `hang` otherwise sleeps for an hour after the client's timeout, and uvicorn's
-    shutdown waits for it (up to its graceful timeout) before a LoopbackServer exits.
-    """
-
-    async def watch(scope: anyio.CancelScope) -> None:
-        while not await request.is_disconnected():
-            await anyio.sleep(0.02)
-        scope.cancel()
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(watch, tg.cancel_scope)
-        await before_first_byte(state)
-        tg.cancel_scope.cancel()
-    return not await request.is_disconnected()
-
-
 def _native(output_format: str) -> str | None:
     """The emulator's audio kind for an output_format, or None when it cannot produce it."""
     if output_format.startswith("mp3_"):
@@ -137,7 +117,7 @@ def create_app(state: EmulatorState) -> Starlette:
         if voice_id not in VOICE_IDS:
             return _detail(404, "voice_not_found", f"A voice with the voice_id {voice_id} was not found.")
         b = state.behaviour
-        if not await _first_byte_wait(request, state):
+        if not await before_first_byte(request, state):
             return Response(status_code=499)  # nobody is listening any more
         if b.fail_status:
             if b.fail_status == 429:

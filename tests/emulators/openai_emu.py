@@ -49,13 +49,13 @@ def create_app(state: EmulatorState) -> Starlette:
         if fmt not in CONTENT_TYPES:
             return _error(400, f"Invalid value for 'response_format': {fmt}", "invalid_request_error", None, "response_format")
         b = state.behaviour
+        if not await before_first_byte(request, state):
+            return Response(status_code=499)
         if b.fail_status:
-            await before_first_byte(state)
             headers = {"retry-after": str(b.retry_after_s)} if b.retry_after_s is not None else {}
             if b.fail_status == 429:
                 return JSONResponse({"error": {"message": "Rate limit reached", "type": "requests", "param": None, "code": "rate_limit_exceeded"}}, 429, headers=headers)
             return _error(b.fail_status, "The server had an error while processing your request.", "server_error")
-        await before_first_byte(state)
         pieces = split(encoded(fmt, b.audio_duration_s), b.chunks)
         if body.get("stream_format") == "sse":
             def wrap(piece: bytes) -> bytes:
