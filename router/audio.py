@@ -12,7 +12,7 @@ from typing import AsyncIterator, Iterable
 import av
 import numpy as np
 
-from providers.base import PCM_SAMPLE_RATE
+from providers.base import PCM_SAMPLE_RATE, ProviderError
 
 CONTENT_TYPES: dict[str, str] = {
     "mp3": "audio/mpeg",
@@ -129,12 +129,19 @@ async def transcode(pcm_chunks: AsyncIterator[bytes], fmt: str) -> AsyncIterator
     encoder = PcmEncoder(fmt)
     finished = False
     try:
-        async for chunk in pcm_chunks:
-            out = encoder.feed(chunk)
-            if out:
-                yield out
-        tail = encoder.finish()
+        try:
+            async for chunk in pcm_chunks:
+                out = encoder.feed(chunk)
+                if out:
+                    yield out
+        except ProviderError:
+            # The upstream broke mid-stream: flush what was encoded, so the client's
+            # file ends on a whole frame instead of a corrupt tail, then report it.
+            finished = True
+            yield encoder.finish()
+            raise
         finished = True
+        tail = encoder.finish()
         if tail:
             yield tail
     finally:

@@ -25,7 +25,6 @@ class ModelSpec(_Strict):
     max_input_chars: int = Field(gt=0)
     response_formats: list[str] | None = None  # native formats; None = the provider's
     instructions: bool = False
-    sse: bool = True
 
     @field_validator("response_formats")
     @classmethod
