@@ -54,6 +54,9 @@ class Capabilities:
     streaming: bool = True
     cloning: bool = False
     instructions: bool = False
+    # Body fields the adapter derives from the request (text, model, format...). The
+    # client's provider_options may not override them: the price was set from them.
+    fixed_fields: frozenset[str] = frozenset()
 
 
 @dataclasses.dataclass(frozen=True)

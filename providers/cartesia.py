@@ -36,6 +36,7 @@ def _page_items(page: Any) -> list[dict[str, Any]]:
 
 
 class CartesiaProvider(RemoteProvider):
+    fixed_fields = frozenset({"model_id", "transcript", "voice", "output_format"})
     probe_path = "/voices"
     probe_params = {"limit": 1}
     parse_error = staticmethod(_parse_error)

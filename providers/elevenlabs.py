@@ -35,6 +35,7 @@ def _model_ids(item: dict[str, Any]) -> tuple[str, ...]:
 
 
 class ElevenLabsProvider(RemoteProvider):
+    fixed_fields = frozenset({"text", "model_id"})
     probe_path = "/v1/models"
     parse_error = staticmethod(_parse_error)
 

@@ -15,6 +15,7 @@ def _parse_error(body: bytes) -> str:
 
 
 class OpenAIProvider(RemoteProvider):
+    fixed_fields = frozenset({"model", "input", "voice", "response_format", "stream_format"})
     probe_path = "/models"
     parse_error = staticmethod(_parse_error)
 

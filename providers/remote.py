@@ -24,6 +24,7 @@ def merge_options(body: dict[str, Any], options: dict[str, Any]) -> dict[str, An
 
 
 class RemoteProvider:
+    fixed_fields: frozenset[str] = frozenset()
     probe_path: str = "/"
     probe_params: dict[str, Any] | None = None
 
@@ -58,6 +59,7 @@ class RemoteProvider:
             response_formats=tuple(spec.response_formats or self._spec.response_formats),
             max_input_chars=spec.max_input_chars,
             instructions=spec.instructions,
+            fixed_fields=self.fixed_fields,
         )
 
     def _stream(self, url: str, *, json: Any, params: dict[str, Any] | None = None) -> AsyncIterator[bytes]:

@@ -36,6 +36,11 @@ async def create_speech(request: Request) -> Response:
             "invalid_body",
             f"input is {characters} characters; {target.label} accepts at most {capabilities.max_input_chars}",
         )
+    overridden = sorted(capabilities.fixed_fields & body.provider_options.keys())
+    if overridden:
+        raise ApiError(
+            400, "invalid_body", f"provider_options may not set {', '.join(overridden)}: use the request's own fields"
+        )
     try:
         upstream_format = audio.upstream_format(body.response_format, capabilities.response_formats)
     except ValueError as exc:

@@ -130,6 +130,24 @@ def test_provider_without_key_is_unavailable(emulators, tmp_path):
         assert _credits(gw, key) == {"balanceMicros": 1_000_000, "reservedMicros": 0}
 
 
+@pytest.mark.parametrize(
+    "model, voice, options",
+    [
+        ("openai/tts-1", "alloy", {"input": "x" * 4000}),
+        ("openai/tts-1", "alloy", {"model": "tts-1-hd"}),
+        ("openai/tts-1", "alloy", {"stream_format": "sse"}),
+        ("elevenlabs/eleven_flash_v2_5", "21m00Tcm4TlvDq8ikWAM", {"text": "longer text"}),
+        ("cartesia/sonic-2", "a0e99841-438c-4a64-b679-ae501e7d6091", {"transcript": "t", "model_id": "sonic-3"}),
+    ],
+)
+def test_provider_options_cannot_override_what_was_priced(gateway, emulators, api_key, model, voice, options):
+    body = {"model": model, "voice": voice, "input": "Hi", "provider_options": options}
+    details = _assert_error(_post(gateway, api_key, body), 400, "invalid_body", details_has="provider_options may not set")
+    assert all(field in details for field in options)
+    assert emulators[model.split("/")[0]].state.requests == []
+    assert _credits(gateway, api_key) == {"balanceMicros": 5_000_000, "reservedMicros": 0}
+
+
 def test_client_error_from_upstream_is_400(gateway, api_key):
     response = _post(gateway, api_key, {**BODY, "voice": "not-a-voice"})
     _assert_error(response, 400, "invalid_body", details_has="openai rejected the request")
