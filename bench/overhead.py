@@ -25,6 +25,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 EMULATOR_KEY = "bench-openai-key"
+WARMUP_PER_WORKER = 5
 
 
 def _free_port() -> int:
@@ -73,21 +74,33 @@ async def _one(client: httpx.AsyncClient, url: str, headers: dict[str, str], bod
 async def _run(url: str, headers: dict[str, str], body: dict, requests: int, concurrency: int) -> dict[str, float]:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
-        # Open every connection and warm caches first, so runs measure steady state.
-        await asyncio.gather(*(_one(client, url, headers, body) for _ in range(concurrency)))
+        # Steady state only: the first waves at high concurrency queue on connection set-up
+        # (client to gateway and gateway to upstream) and cold caches, so every worker runs
+        # a few unrecorded requests first; then all start together.
         queue: asyncio.Queue[int] = asyncio.Queue()
         for i in range(requests):
             queue.put_nowait(i)
         ttfbs: list[float] = []
+        warmed = 0
+        all_warm = asyncio.Event()
 
         async def worker() -> None:
+            nonlocal warmed
+            for _ in range(WARMUP_PER_WORKER):
+                await _one(client, url, headers, body)
+            warmed += 1
+            if warmed == concurrency:
+                all_warm.set()
+            await all_warm.wait()
             while not queue.empty():
                 queue.get_nowait()
                 ttfb, _ = await _one(client, url, headers, body)
                 ttfbs.append(ttfb)
 
+        workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
+        await all_warm.wait()
         started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*workers)
         elapsed = time.perf_counter() - started
     ttfbs.sort()
     return {

@@ -106,7 +106,11 @@ def _operation(op: Operation) -> dict[str, Any]:
         content["text/event-stream"] = {"schema": {"type": "string"}}
         ok = {
             "description": "Chunked audio as the upstream produces it.",
-            "headers": {"X-VoxRouter-Provider": {"schema": {"type": "string"}, "description": "The provider that served."}},
+            "headers": {
+                "X-VoxRouter-Provider": {"schema": {"type": "string"}, "description": "The provider that served."},
+                "X-VoxRouter-Model": {"schema": {"type": "string"}, "description": "The provider/model that served."},
+                "X-Request-Id": {"schema": {"type": "string"}},
+            },
             "content": content,
         }
     else:

@@ -86,23 +86,29 @@ async def create_speech(request: Request) -> Response:
 async def _settle_after(
     chunks: AsyncIterator[bytes], reservation: Reservation, cost: int, target: dispatch.Target, gateway: Gateway
 ) -> AsyncIterator[bytes]:
-    """Yield the audio, then settle: commit when delivered or abandoned by the client
-    (the upstream has billed us by then), refund when the upstream broke mid-stream."""
-    failed = False
+    """Yield the audio, then settle exactly once: commit when it was delivered or the client
+    hung up after it started (the upstream has billed us by then); refund when the upstream
+    or the gateway broke mid-stream. Headers are gone by then, so a failure ends the stream
+    cleanly rather than raising into the server."""
+    charge = False
     try:
         async for chunk in chunks:
             yield chunk
+        charge = True
         gateway.health.success(target.provider.id)
     except ProviderError as exc:
-        # Headers are gone: end the stream cleanly and keep the client's money.
-        failed = True
         gateway.health.failure(exc.provider, exc.kind, exc.message)
         logger.warning("stream from %s broke after audio started: %s", target.label, exc.message)
+    except Exception:
+        logger.exception("stream from %s failed inside the gateway", target.label)
+    except BaseException:  # the client went away (cancellation, generator closed)
+        charge = True
+        raise
     finally:
-        if failed:
-            await reservation.refund()
-        else:
+        if charge:
             await reservation.commit(cost)
+        else:
+            await reservation.refund()
 
 
 async def _sse_events(chunks: AsyncIterator[bytes], characters: int) -> AsyncIterator[bytes]:
