@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 from typing import Any, AsyncIterator, Callable
 
 import anyio
@@ -44,6 +45,21 @@ class EmulatorState:
         self.requests.clear()
         self.cancelled = 0
         self.completed = 0
+
+
+async def record(request: Request, state: EmulatorState) -> Any:
+    """Log the request (with its JSON body, or None when there is none or it is not JSON)."""
+    raw = await request.body()
+    try:
+        body = json.loads(raw) if raw else None
+    except ValueError:
+        body = None
+    state.requests.append(Recorded(request.method, request.url.path, dict(request.headers), dict(request.query_params), body))
+    return body
+
+
+def retry_after_headers(behaviour: Behaviour) -> dict[str, str]:
+    return {"retry-after": str(behaviour.retry_after_s)} if behaviour.retry_after_s is not None else {}
 
 
 class ConnectionReset(Exception):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.applications import Starlette
@@ -11,7 +10,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from tests.emulators.audio import encoded, split
-from tests.emulators.behaviour import EmulatorState, Recorded, before_first_byte, paced
+from tests.emulators.behaviour import EmulatorState, before_first_byte, paced, record, retry_after_headers
 
 MODELS = frozenset({"sonic", "sonic-2", "sonic-3", "sonic-latest", "sonic-turbo", "sonic-english", "sonic-multilingual"})
 MP3_BIT_RATES = frozenset({32000, 64000, 96000, 128000, 192000})
@@ -31,10 +30,6 @@ VOICE_IDS = frozenset(v["id"] for v in VOICES)
 
 def _error(status: int, error: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": error, "message": message}, status_code=status, headers=headers)
-
-
-def _record(request: Request, state: EmulatorState, body: Any) -> None:
-    state.requests.append(Recorded(request.method, request.url.path, dict(request.headers), dict(request.query_params), body))
 
 
 def _auth_failure(request: Request, state: EmulatorState) -> Response | None:
@@ -74,12 +69,7 @@ def _body_problem(body: Any) -> str | None:
 
 def create_app(state: EmulatorState, *, max_page_size: int = DEFAULT_MAX_PAGE_SIZE) -> Starlette:
     async def tts_bytes(request: Request) -> Response:
-        raw = await request.body()
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            body = None
-        _record(request, state, body)
+        body = await record(request, state)
         if (failure := _auth_failure(request, state)) is not None:
             return failure
         if body is None:
@@ -93,7 +83,7 @@ def create_app(state: EmulatorState, *, max_page_size: int = DEFAULT_MAX_PAGE_SI
             return Response(status_code=499)  # nobody is listening any more
         if b.fail_status:
             if b.fail_status == 429:
-                headers = {"retry-after": str(b.retry_after_s)} if b.retry_after_s is not None else {}
+                headers = retry_after_headers(b)
                 return _error(429, "Too Many Requests", "Rate limit exceeded, please retry later.", headers)
             return _error(b.fail_status, "Internal Server Error", "An unexpected error occurred.")
         fmt = _format_kind(body["output_format"])
@@ -102,7 +92,7 @@ def create_app(state: EmulatorState, *, max_page_size: int = DEFAULT_MAX_PAGE_SI
         return StreamingResponse(paced(state, pieces), media_type=CONTENT_TYPES[fmt])
 
     async def voices(request: Request) -> Response:
-        _record(request, state, None)
+        await record(request, state)
         if (failure := _auth_failure(request, state)) is not None:
             return failure
         if state.behaviour.fail_status:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.applications import Starlette
@@ -11,7 +10,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from tests.emulators.audio import encoded, split
-from tests.emulators.behaviour import EmulatorState, Recorded, before_first_byte, paced
+from tests.emulators.behaviour import EmulatorState, before_first_byte, paced, record, retry_after_headers
 
 MODELS = ("eleven_flash_v2_5", "eleven_turbo_v2_5", "eleven_multilingual_v2")
 # Every output_format the real API names; the emulator can only produce the mp3 ones and pcm_24000.
@@ -80,10 +79,6 @@ def _unauthorized() -> JSONResponse:
     return _detail(401, "invalid_api_key", "Invalid API key")
 
 
-def _record(request: Request, state: EmulatorState, body: Any) -> None:
-    state.requests.append(Recorded(request.method, request.url.path, dict(request.headers), dict(request.query_params), body))
-
-
 def _native(output_format: str) -> str | None:
     """The emulator's audio kind for an output_format, or None when it cannot produce it."""
     if output_format.startswith("mp3_"):
@@ -95,12 +90,7 @@ def _native(output_format: str) -> str | None:
 
 def create_app(state: EmulatorState) -> Starlette:
     async def tts(request: Request) -> Response:
-        raw = await request.body()
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            body = None
-        _record(request, state, body)
+        body = await record(request, state)
         if not _authorized(request, state):
             return _unauthorized()
         output_format = request.query_params.get("output_format", "mp3_44100_128")
@@ -121,14 +111,14 @@ def create_app(state: EmulatorState) -> Starlette:
             return Response(status_code=499)  # nobody is listening any more
         if b.fail_status:
             if b.fail_status == 429:
-                headers = {"retry-after": str(b.retry_after_s)} if b.retry_after_s is not None else {}
+                headers = retry_after_headers(b)
                 return _detail(429, "too_many_concurrent_requests", "Too many concurrent requests.", headers)
             return _detail(b.fail_status, "something_went_wrong", "We are sorry, something went wrong. You are not charged for this request.")
         pieces = split(encoded(fmt, b.audio_duration_s), b.chunks)
         return StreamingResponse(paced(state, pieces), media_type=CONTENT_TYPES[fmt])
 
     async def voices(request: Request) -> Response:
-        _record(request, state, None)
+        await record(request, state)
         if not _authorized(request, state):
             return _unauthorized()
         if state.behaviour.fail_status:
@@ -136,7 +126,7 @@ def create_app(state: EmulatorState) -> Starlette:
         return JSONResponse({"voices": VOICES})
 
     async def models(request: Request) -> Response:
-        _record(request, state, None)
+        await record(request, state)
         if not _authorized(request, state):
             return _unauthorized()
         if state.behaviour.fail_status:

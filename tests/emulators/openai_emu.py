@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from tests.emulators.audio import encoded, split
-from tests.emulators.behaviour import EmulatorState, Recorded, before_first_byte, paced
+from tests.emulators.behaviour import EmulatorState, before_first_byte, paced, record, retry_after_headers
 
 CONTENT_TYPES = {"mp3": "audio/mpeg", "opus": "audio/opus", "aac": "audio/aac", "flac": "audio/flac", "wav": "audio/wav", "pcm": "audio/pcm"}
 VOICES = {"alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer", "verse", "marin", "cedar"}
@@ -27,12 +27,7 @@ def _authorized(request: Request, state: EmulatorState) -> bool:
 
 def create_app(state: EmulatorState) -> Starlette:
     async def speech(request: Request) -> Response:
-        raw = await request.body()
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            body = None
-        state.requests.append(Recorded("POST", request.url.path, dict(request.headers), dict(request.query_params), body))
+        body = await record(request, state)
         if not _authorized(request, state):
             return _error(401, "Incorrect API key provided: sk-...", "invalid_request_error", "invalid_api_key")
         if not isinstance(body, dict):
@@ -52,7 +47,7 @@ def create_app(state: EmulatorState) -> Starlette:
         if not await before_first_byte(request, state):
             return Response(status_code=499)
         if b.fail_status:
-            headers = {"retry-after": str(b.retry_after_s)} if b.retry_after_s is not None else {}
+            headers = retry_after_headers(b)
             if b.fail_status == 429:
                 return JSONResponse({"error": {"message": "Rate limit reached", "type": "requests", "param": None, "code": "rate_limit_exceeded"}}, 429, headers=headers)
             return _error(b.fail_status, "The server had an error while processing your request.", "server_error")
@@ -72,7 +67,7 @@ def create_app(state: EmulatorState) -> Starlette:
         return StreamingResponse(paced(state, pieces), media_type=CONTENT_TYPES[fmt])
 
     async def models(request: Request) -> Response:
-        state.requests.append(Recorded("GET", request.url.path, dict(request.headers), dict(request.query_params), None))
+        await record(request, state)
         if not _authorized(request, state):
             return _error(401, "Incorrect API key provided", "invalid_request_error", "invalid_api_key")
         if state.behaviour.fail_status and state.behaviour.fail_status >= 500:
