@@ -102,10 +102,6 @@ class PcmEncoder:
             pass
 
 
-def needs_transcode(requested: str, native: tuple[str, ...]) -> bool:
-    return requested not in native
-
-
 def upstream_format(requested: str, native: tuple[str, ...]) -> str:
     """What to ask the adapter for: the requested format when native, else raw PCM."""
     if requested in native:

@@ -51,8 +51,7 @@ def bearer_token(request: Request) -> str | None:
 
 class Authenticator:
     """Resolves bearer API keys to principals, remembering valid ones for `cache_ttl_s`
-    so the hot path skips the database; a revocation made elsewhere takes effect
-    within that time, one made through `forget` at once."""
+    so the hot path skips the database; a revocation takes effect within that time."""
 
     def __init__(self, store: Store, cache_ttl_s: float) -> None:
         self._store = store
@@ -79,8 +78,3 @@ class Authenticator:
             self._cache.clear()
         self._cache[digest] = (now + self._ttl, principal)
         return principal
-
-    def forget(self, key_id: str) -> None:
-        for digest, (_, principal) in list(self._cache.items()):
-            if principal.key_id == key_id:
-                del self._cache[digest]

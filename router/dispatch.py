@@ -47,6 +47,8 @@ def resolve(config: Config, providers: dict[str, Provider], model: str, voice: s
     spec = config.providers[provider_id].model(model_id)
     if spec is None:
         raise ApiError(400, "invalid_model", f"unknown_model: {provider_id}/{model_id}")
+    if not provider.configured:  # before any money is held
+        raise ApiError(503, "provider_unavailable", f"{provider_id} is not configured (missing_api_key)")
     return Target(provider=provider, model_id=model_id, voice=voice, model=spec)
 
 
@@ -63,8 +65,6 @@ def api_error(exc: ProviderError) -> ApiError:
 async def start(target: Target, request: SynthesisRequest, health: HealthBoard) -> AsyncIterator[bytes]:
     """Begin synthesis and return the stream once its first bytes exist."""
     provider = target.provider
-    if not provider.configured:
-        raise ApiError(503, "provider_unavailable", f"{provider.id} is not configured (missing_api_key)")
     chunks = provider.synthesize(request)
     try:
         first = await anext(chunks)

@@ -128,6 +128,8 @@ def test_provider_without_key_is_unavailable(emulators, tmp_path):
         assert {"id": "cartesia", "state": "unavailable", "reason": "missing_api_key"} in status
         assert {"id": "openai", "state": "available"} in status
         assert _credits(gw, key) == {"balanceMicros": 1_000_000, "reservedMicros": 0}
+        activity = httpx.get(gw.url + "/v1/credits/activity", headers={"Authorization": f"Bearer {key}"}).json()
+        assert [row["kind"] for row in activity] == ["topup"]  # refused before any hold
 
 
 @pytest.mark.parametrize(
