@@ -145,7 +145,7 @@ def main() -> None:
         ).stdout.strip()
         _wait_ready(f"http://127.0.0.1:{emu_port}/v1/models", emulator)
         _wait_ready(f"http://127.0.0.1:{gw_port}/v1/status", gateway)
-        body = {"model": "tts-1", "voice": "alloy", "input": "The quick brown fox jumps over the lazy dog.", "response_format": "mp3"}
+        body = {"model": "openai/tts-1", "voice": "alloy", "input": "The quick brown fox jumps over the lazy dog.", "response_format": "mp3"}
         direct = (f"http://127.0.0.1:{emu_port}/v1/audio/speech", {"Authorization": f"Bearer {EMULATOR_KEY}"})
         routed = (f"http://127.0.0.1:{gw_port}/v1/audio/speech", {"Authorization": f"Bearer {key}"})
         print(f"clip 2 s in 20 chunks, first byte {args.first_byte_ms:g} ms, streamed over {args.stream_ms:g} ms; {args.requests} requests per run")

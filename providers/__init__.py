@@ -15,9 +15,10 @@ if TYPE_CHECKING:
 def _adapters() -> dict[str, Callable[..., Provider]]:
     from providers.cartesia import CartesiaProvider
     from providers.elevenlabs import ElevenLabsProvider
+    from providers.local import LocalProvider
     from providers.openai import OpenAIProvider
 
-    return {"openai": OpenAIProvider, "elevenlabs": ElevenLabsProvider, "cartesia": CartesiaProvider}
+    return {"openai": OpenAIProvider, "elevenlabs": ElevenLabsProvider, "cartesia": CartesiaProvider, "local": LocalProvider}
 
 
 def build_provider(

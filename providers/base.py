@@ -23,6 +23,8 @@ class ErrorKind(str, enum.Enum):
     rate_limited = "rate_limited"
     unavailable = "unavailable"  # 5xx, connection refused/reset, broken stream
     timeout = "timeout"
+    overloaded = "overloaded"  # a local engine has no free stream slot; not a fault of the engine
+    not_installed = "not_installed"  # a local engine's weights or runtime are absent
 
 
 class ProviderError(Exception):
@@ -96,6 +98,10 @@ class Provider(Protocol):
     @property
     def configured(self) -> bool:
         """False when the provider cannot be called at all (e.g. no API key)."""
+        ...
+
+    def unavailable_reason(self, model: str) -> str | None:
+        """Why `model` cannot be served right now (`missing_api_key`, `model_not_installed`), or None."""
         ...
 
     def capabilities(self, model: str) -> Capabilities: ...

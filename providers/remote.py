@@ -53,6 +53,9 @@ class RemoteProvider:
     def configured(self) -> bool:
         return bool(self._api_key)
 
+    def unavailable_reason(self, model: str) -> str | None:
+        return None if self.configured else "missing_api_key"
+
     def capabilities(self, model: str) -> Capabilities:
         spec = self._spec.model(model) or self._spec.default_model
         return Capabilities(

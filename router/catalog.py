@@ -48,7 +48,13 @@ class Catalog:
         out = []
         for provider in self._providers.values():
             state, reason = self._health.state(provider)
-            out.append(StatusOut(id=provider.id, state=state, reason=reason))  # type: ignore[arg-type]
+            engine_states = getattr(provider, "engine_states", None)
+            if engine_states is None:
+                out.append(StatusOut(id=provider.id, state=state, reason=reason))  # type: ignore[arg-type]
+                continue
+            for engine_id, engine_reason in engine_states():  # local engines: one line each
+                engine_state = "unavailable" if engine_reason else state
+                out.append(StatusOut(id=f"{provider.id}/{engine_id}", state=engine_state, reason=engine_reason or reason))  # type: ignore[arg-type]
         return out
 
     async def voices(

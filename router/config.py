@@ -47,7 +47,7 @@ class ProviderSpec(_Strict):
     adapter: str  # which module in providers/ speaks this upstream's wire
     name: str
     website: str
-    base_url: str
+    base_url: str = ""  # remote adapters only
     base_url_env: str | None = None
     api_key: str | None = None
     api_key_env: str | None = None

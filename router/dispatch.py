@@ -47,8 +47,11 @@ def resolve(config: Config, providers: dict[str, Provider], model: str, voice: s
     spec = config.providers[provider_id].model(model_id)
     if spec is None:
         raise ApiError(400, "invalid_model", f"unknown_model: {provider_id}/{model_id}")
-    if not provider.configured:  # before any money is held
+    reason = provider.unavailable_reason(model_id)
+    if reason == "missing_api_key":  # refused before any money is held
         raise ApiError(503, "provider_unavailable", f"{provider_id} is not configured (missing_api_key)")
+    if reason is not None:
+        raise ApiError(503, "provider_unavailable", f"{provider_id}/{model_id} is unavailable ({reason})", headers={"Retry-After": "60"})
     return Target(provider=provider, model_id=model_id, voice=voice, model=spec)
 
 
@@ -57,6 +60,12 @@ def api_error(exc: ProviderError) -> ApiError:
     if exc.kind is ErrorKind.bad_request:
         return ApiError(400, "invalid_body", f"{exc.provider} rejected the request: {exc.message}")
     headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after is not None else None
+    if exc.kind is ErrorKind.overloaded:
+        if exc.status == 503:
+            return ApiError(503, "provider_unavailable", exc.message, headers=headers)
+        return ApiError(429, "concurrency_limited", exc.message, headers=headers)
+    if exc.kind is ErrorKind.not_installed:
+        return ApiError(503, "provider_unavailable", exc.message, headers={"Retry-After": "60"})
     if exc.kind is ErrorKind.timeout:
         return ApiError(504, "upstream_error", exc.message, headers=headers)
     return ApiError(502, "upstream_error", exc.message, headers=headers)

@@ -50,6 +50,10 @@ async def running_gateway(
     gateway = Gateway(
         config, store, wallet, providers, health, Catalog(config, providers, health), Authenticator(store, config.auth.key_cache_ttl_s)
     )
+    for provider in providers.values():
+        start = getattr(provider, "start", None)  # local engines preload their weights
+        if start is not None:
+            await start()
     sweeper = asyncio.create_task(_sweep_forever(wallet, config.wallet.sweep_interval_s))
     try:
         yield gateway

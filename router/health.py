@@ -27,7 +27,7 @@ class HealthBoard:
         self._records[provider_id] = _Record()
 
     def failure(self, provider_id: str, kind: ErrorKind, message: str) -> None:
-        if kind is ErrorKind.bad_request:
+        if kind in (ErrorKind.bad_request, ErrorKind.overloaded):  # the client's fault, or our own queue
             return
         record = self._records.setdefault(provider_id, _Record())
         record.consecutive_failures += 1

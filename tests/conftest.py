@@ -68,6 +68,8 @@ def emulated_config(emulators: dict[str, Emulator], **provider_overrides: object
         update: dict[str, object] = {"base_url_env": None, "api_key_env": None, "first_byte_timeout_s": FIRST_BYTE_TIMEOUT_S}
         if pid in emulators:
             update |= {"base_url": emulators[pid].base_url, "api_key": emulators[pid].state.api_key}
+        if spec.adapter == "local":  # engines load on first use in tests, not at every gateway start
+            update["options"] = {**spec.options, "preload": []}
         update |= provider_overrides
         providers[pid] = spec.model_copy(update=update)
     return config.model_copy(update={"providers": providers})

@@ -11,7 +11,11 @@ def _get(gateway, key: str, path: str) -> httpx.Response:
 
 def test_providers_list_models_and_formats(gateway, api_key):
     providers = {p["id"]: p for p in _get(gateway, api_key, "/v1/providers").json()}
-    assert set(providers) == {"openai", "elevenlabs", "cartesia"}
+    assert set(providers) == {"openai", "elevenlabs", "cartesia", "local"}
+    local = {m["id"]: m for m in providers["local"]["models"]}
+    assert set(local) == {"kokoro", "piper", "chatterbox", "moss-tts-nano"}
+    assert local["kokoro"]["response_formats"] == ["mp3", "opus", "aac", "flac", "wav", "pcm"]  # pcm, transcoded
+    assert local["piper"]["price_micros_per_1k_chars"] == 0
     tts1 = next(m for m in providers["openai"]["models"] if m["id"] == "tts-1")
     assert tts1["response_formats"] == ["mp3", "opus", "aac", "flac", "wav", "pcm"]
     assert tts1["max_input_chars"] == 4096 and tts1["price_micros_per_1k_chars"] == 15_000
@@ -23,7 +27,7 @@ def test_providers_list_models_and_formats(gateway, api_key):
 def test_voices_merge_and_filter(gateway, api_key, emulators):
     voices = _get(gateway, api_key, "/v1/voices").json()["voices"]
     by_provider = {v["provider"] for v in voices}
-    assert by_provider == {"openai", "elevenlabs", "cartesia"}
+    assert by_provider == {"openai", "elevenlabs", "cartesia", "local"}
     assert any(v["id"] == "alloy" and v["provider"] == "openai" for v in voices)
     assert any(v["id"] == "21m00Tcm4TlvDq8ikWAM" for v in voices)
 

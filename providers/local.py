@@ -1,0 +1,250 @@
+"""The `local` provider: our own engines (`local/kokoro`, `local/piper`, ...).
+
+Each engine runs in this process on its worker pool, or, when its config names a `url`,
+on a `voxrouter engine serve` node (a GPU box) reached over HTTP. Either way the
+gateway sees 24 kHz s16le PCM and transcodes it to what the client asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from typing import Any, AsyncIterator
+
+import httpx
+from pydantic import BaseModel, ConfigDict
+
+from local_engines.base import EngineError, EngineNotInstalled, InvalidOption, UnknownVoice
+from local_engines.pool import EngineBusy
+from local_engines.registry import build_engine
+from local_engines.runner import EngineRunner, RunnerSettings
+from providers._http import build_client, error_from_response, stream_audio
+from providers.base import Capabilities, ErrorKind, Health, ProviderError, SynthesisRequest, Voice
+from router.config import ProviderSpec
+
+logger = logging.getLogger("voxrouter.engines")
+
+_CLONING = frozenset({"chatterbox", "moss-tts-nano"})
+
+
+class EngineSpec(BaseModel):
+    """One engine under the local provider; keys other than these go to the engine itself
+    (model_path, voices_path, voices_dir, weights_dir, threads, device, ...). A key ending
+    in `_env` names an environment variable that overrides the key without the suffix."""
+
+    model_config = ConfigDict(extra="allow")
+    engine: str  # kind: kokoro | piper | chatterbox | moss-tts-nano
+    url: str | None = None  # a `voxrouter engine serve` base URL: run there, not here
+    workers: int = 1
+    max_streams: int = 4
+    max_queue: int = 16
+    queue_timeout_s: float = 30.0
+
+    def engine_settings(self) -> dict[str, Any]:
+        extra = dict(self.model_extra or {})
+        for key in [k for k in extra if k.endswith("_env")]:
+            name = extra.pop(key)
+            if name and os.environ.get(name):
+                extra[key.removesuffix("_env")] = os.environ[name]
+        return extra
+
+    def runner_settings(self) -> RunnerSettings:
+        return RunnerSettings(self.workers, self.max_streams, self.max_queue, self.queue_timeout_s)
+
+
+class LocalOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    engines: dict[str, EngineSpec] = {}
+    preload: list[str] = []  # engines loaded at start-up rather than on first request
+
+
+class LocalProvider:
+    def __init__(self, provider_id: str, spec: ProviderSpec, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.id = provider_id
+        self.name = spec.name
+        self.website = spec.website
+        self._spec = spec
+        self._options = LocalOptions.model_validate(spec.options)
+        self._runners: dict[str, EngineRunner] = {}
+        self._remotes: dict[str, _RemoteEngine] = {}
+        for engine_id, engine_spec in self._options.engines.items():
+            if engine_spec.url:
+                self._remotes[engine_id] = _RemoteEngine(provider_id, engine_id, engine_spec.url, spec, transport)
+            else:
+                engine = build_engine(engine_spec.engine, engine_id, engine_spec.engine_settings())
+                self._runners[engine_id] = EngineRunner(engine, engine_spec.runner_settings())
+        self._preloading: asyncio.Task[None] | None = None
+
+    @property
+    def configured(self) -> bool:
+        return True  # no key needed; each engine reports its own state
+
+    def unavailable_reason(self, model: str) -> str | None:
+        if model in self._runners:
+            runner = self._runners[model]
+            return "model_not_installed" if runner.missing() or runner.load_error else None
+        if model in self._remotes:
+            return self._remotes[model].unavailable_reason
+        return None
+
+    def engine_states(self) -> list[tuple[str, str | None]]:
+        """(engine id, reason it is unavailable or None) for every configured engine."""
+        return [(engine_id, self.unavailable_reason(engine_id)) for engine_id in self._options.engines]
+
+    def capabilities(self, model: str) -> Capabilities:
+        spec = self._spec.model(model) or self._spec.default_model
+        kind = self._options.engines[model].engine if model in self._options.engines else model
+        return Capabilities(response_formats=("pcm",), max_input_chars=spec.max_input_chars, cloning=kind in _CLONING)
+
+    async def start(self) -> None:
+        """Load the preload engines in the background, so the first request finds them warm."""
+        names = [name for name in self._options.preload if name in self._runners and not self._runners[name].missing()]
+        if names:
+            self._preloading = asyncio.create_task(self._preload(names))
+
+    async def _preload(self, names: list[str]) -> None:
+        for name in names:
+            runner = self._runners[name]
+            try:
+                await runner.ensure_loaded()
+            except Exception as exc:
+                runner.load_error = exc
+                logger.error("engine %s failed to load: %s", name, exc)
+
+    async def synthesize(self, request: SynthesisRequest) -> AsyncIterator[bytes]:
+        label = f"{self.id}/{request.model}"
+        if request.model in self._remotes:
+            async for chunk in self._remotes[request.model].synthesize(request):
+                yield chunk
+            return
+        runner = self._runners.get(request.model)
+        if runner is None:
+            raise ProviderError(ErrorKind.bad_request, f"{label} is not a configured engine", provider=self.id)
+        try:
+            utterance = runner.utterance(request.voice, request.speed, request.provider_options)
+            async for chunk in runner.stream(request.input, utterance):
+                yield chunk
+        except (UnknownVoice, InvalidOption) as exc:
+            raise ProviderError(ErrorKind.bad_request, str(exc), provider=self.id, status=400) from None
+        except EngineBusy as exc:
+            raise ProviderError(
+                ErrorKind.overloaded,
+                f"{label}: {exc}",
+                provider=self.id,
+                status=429 if exc.queue_full else 503,
+                retry_after=exc.retry_after_s,
+            ) from None
+        except EngineNotInstalled as exc:
+            raise ProviderError(ErrorKind.not_installed, f"{label}: {exc} (model_not_installed)", provider=self.id) from None
+        except EngineError as exc:
+            raise ProviderError(ErrorKind.bad_request, f"{label}: {exc}", provider=self.id) from None
+        except (ProviderError, asyncio.CancelledError, GeneratorExit):
+            raise
+        except Exception as exc:
+            logger.exception("engine %s failed", label)
+            raise ProviderError(ErrorKind.unavailable, f"{label} failed: {type(exc).__name__}", provider=self.id) from None
+
+    async def voices(self) -> list[Voice]:
+        out: list[Voice] = []
+        for engine_id, runner in self._runners.items():
+            if not runner.missing():
+                out.extend(voice.to_voice(engine_id) for voice in await asyncio.to_thread(runner.voices))
+        for remote in self._remotes.values():
+            with contextlib.suppress(ProviderError):
+                out.extend(await remote.voices())
+        return out
+
+    async def probe(self) -> Health:
+        return Health(ok=any(reason is None for _, reason in self.engine_states()))
+
+    async def aclose(self) -> None:
+        if self._preloading is not None:
+            self._preloading.cancel()
+            with contextlib.suppress(BaseException):
+                await self._preloading
+        for runner in self._runners.values():
+            runner.close()
+        for remote in self._remotes.values():
+            await remote.aclose()
+
+
+class _RemoteEngine:
+    """An engine on a `voxrouter engine serve` node, spoken to over its OpenAI-shaped API."""
+
+    def __init__(self, provider_id: str, engine_id: str, url: str, spec: ProviderSpec, transport: httpx.AsyncBaseTransport | None) -> None:
+        self._provider = provider_id
+        self._engine = engine_id
+        self._spec = spec
+        self._client = build_client(
+            url.rstrip("/"),
+            connect_timeout_s=spec.connect_timeout_s,
+            read_timeout_s=spec.read_timeout_s,
+            max_connections=spec.max_connections,
+            transport=transport,
+        )
+        self.unavailable_reason: str | None = None
+
+    async def synthesize(self, request: SynthesisRequest) -> AsyncIterator[bytes]:
+        body: dict[str, Any] = {"model": self._engine, "input": request.input, "voice": request.voice, "response_format": "pcm"}
+        if request.speed is not None:
+            body["speed"] = request.speed
+        if request.provider_options:
+            body["provider_options"] = request.provider_options
+        try:
+            async for chunk in stream_audio(
+                self._client,
+                self._provider,
+                "POST",
+                "/v1/audio/speech",
+                json=body,
+                parse_error=_parse_error,
+                first_byte_timeout_s=self._spec.first_byte_timeout_s,
+            ):
+                yield chunk
+            self.unavailable_reason = None
+        except ProviderError as exc:
+            error = _engine_error(exc)
+            if error.kind is ErrorKind.not_installed:
+                self.unavailable_reason = "model_not_installed"
+            raise error from None
+
+    async def voices(self) -> list[Voice]:
+        try:
+            response = await self._client.get("/v1/voices")
+        except httpx.HTTPError as exc:
+            raise ProviderError(ErrorKind.unavailable, f"engine {self._engine}: {type(exc).__name__}", provider=self._provider) from None
+        if response.status_code >= 400:
+            raise error_from_response(self._provider, response, response.content, _parse_error)
+        voices = response.json().get("voices", [])
+        return [
+            Voice(
+                id=v["id"],
+                provider=self._provider,
+                name=v.get("name", v["id"]),
+                language=v.get("language", ""),
+                labels=v.get("labels", {}),
+                model_compatibility=(self._engine,),
+            )
+            for v in voices
+            if self._engine in v.get("model_compatibility", [self._engine])
+        ]
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _parse_error(body: bytes) -> str:
+    data = json.loads(body)
+    return f"{data.get('error')}: {data.get('details')}"
+
+
+def _engine_error(exc: ProviderError) -> ProviderError:
+    """An engine server's 429 and 503 mean busy or not installed, not a failing upstream."""
+    if exc.status == 503 and "model_not_installed" in exc.message:
+        return ProviderError(ErrorKind.not_installed, exc.message, provider=exc.provider, status=503)
+    if exc.status in (429, 503):
+        return ProviderError(ErrorKind.overloaded, exc.message, provider=exc.provider, status=exc.status, retry_after=exc.retry_after)
+    return exc
