@@ -95,5 +95,52 @@ async def _grant(settings: Settings, org: str, micros: int) -> int:
         await store.close()
 
 
+@main.group("engine")
+def engine_group() -> None:
+    """Run local engines as an HTTP service that gateways reach through an engine's `url:`."""
+
+
+@engine_group.command("serve")
+@click.option("--engine", "engine_ids", multiple=True, required=True, help="An engine of the `local` provider's config (repeatable).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=9000, show_default=True, type=int)
+@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False), help="Config file (default: VOXROUTER_CONFIG, else the packaged default).")
+@click.option("--log-level", default="info", show_default=True)
+def engine_serve(engine_ids: tuple[str, ...], host: str, port: int, config_path: str | None, log_level: str) -> None:
+    """Serve the named engines (settings from the `local` provider's `options.engines`; `url` is ignored).
+
+    Set VOXROUTER_ENGINE_TOKEN to require `Authorization: Bearer <token>` on every route but /healthz.
+    """
+    import uvicorn
+
+    from local_engines.registry import build_engine
+    from local_engines.runner import EngineRunner
+    from local_engines.server import create_engine_app
+    from providers.local import LocalOptions
+    from router.config import load_config
+
+    try:
+        config = load_config(config_path)
+    except (OSError, ValueError) as exc:
+        raise click.BadParameter(str(exc), param_hint="--config") from None
+    local = [spec for spec in config.providers.values() if spec.adapter == "local"]
+    if not local:
+        raise click.UsageError("the config has no provider with `adapter: local`")
+    configured = LocalOptions.model_validate(local[0].options).engines
+    runners: dict[str, EngineRunner] = {}
+    for engine_id in dict.fromkeys(engine_ids):
+        spec = configured.get(engine_id)
+        if spec is None:
+            raise click.BadParameter(
+                f"unknown engine {engine_id!r}; configured: {', '.join(configured) or 'none'}", param_hint="--engine"
+            )
+        try:
+            engine = build_engine(spec.engine, engine_id, spec.engine_settings())
+        except Exception as exc:
+            raise click.ClickException(f"engine {engine_id}: {exc}") from None
+        runners[engine_id] = EngineRunner(engine, spec.runner_settings())
+    uvicorn.run(create_engine_app(runners), host=host, port=port, log_level=log_level)
+
+
 if __name__ == "__main__":
     sys.exit(main())
