@@ -192,7 +192,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--engine", nargs="+", default=["kokoro", "piper"], choices=sorted(VOICES))
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
     print(f"paragraph: {len(PARAGRAPH)} characters, {len(SENTENCES)} sentences; {os.cpu_count()} cores")
 

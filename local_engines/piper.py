@@ -26,7 +26,7 @@ _GENDERS = {"joe": "male", "amy": "female", "lessac": "female", "ryan": "male", 
 class PiperEngine:
     id = "piper"
     sample_rate = 22_050
-    first_chunk_chars = 40
+    first_chunk_chars = 12
     max_chunk_chars = 400
 
     def __init__(
@@ -34,7 +34,7 @@ class PiperEngine:
         engine_id: str = "piper",
         *,
         voices_dir: str | None = None,
-        threads: int | None = 1,
+        threads: int | None = None,
         device: str = "auto",
         preload: list[str] | None = None,
         first_chunk_chars: int | None = None,

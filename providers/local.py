@@ -38,10 +38,15 @@ class EngineSpec(BaseModel):
     model_config = ConfigDict(extra="allow")
     engine: str  # kind: kokoro | piper | chatterbox | moss-tts-nano
     url: str | None = None  # a `voxrouter engine serve` base URL: run there, not here
+    remote_model: str | None = None  # the engine's id on that node, when it differs from ours
+    token_env: str | None = None  # env var holding the node's VOXROUTER_ENGINE_TOKEN
     workers: int = 1
     max_streams: int = 4
     max_queue: int = 16
     queue_timeout_s: float = 30.0
+
+    def token(self) -> str | None:
+        return (self.token_env and os.environ.get(self.token_env)) or None
 
     def engine_settings(self) -> dict[str, Any]:
         extra = dict(self.model_extra or {})
@@ -72,7 +77,7 @@ class LocalProvider:
         self._remotes: dict[str, _RemoteEngine] = {}
         for engine_id, engine_spec in self._options.engines.items():
             if engine_spec.url:
-                self._remotes[engine_id] = _RemoteEngine(provider_id, engine_id, engine_spec.url, spec, transport)
+                self._remotes[engine_id] = _RemoteEngine(provider_id, engine_id, engine_spec, spec, transport)
             else:
                 engine = build_engine(engine_spec.engine, engine_id, engine_spec.engine_settings())
                 self._runners[engine_id] = EngineRunner(engine, engine_spec.runner_settings())
@@ -100,12 +105,14 @@ class LocalProvider:
         return Capabilities(response_formats=("pcm",), max_input_chars=spec.max_input_chars, cloning=kind in _CLONING)
 
     async def start(self) -> None:
-        """Load the preload engines in the background, so the first request finds them warm."""
+        """Load the preload engines in the background, so the first request finds them warm,
+        and learn which remote engines are installed."""
         names = [name for name in self._options.preload if name in self._runners and not self._runners[name].missing()]
-        if names:
+        if names or self._remotes:
             self._preloading = asyncio.create_task(self._preload(names))
 
     async def _preload(self, names: list[str]) -> None:
+        await asyncio.gather(*(remote.refresh() for remote in self._remotes.values()))
         for name in names:
             runner = self._runners[name]
             try:
@@ -158,6 +165,7 @@ class LocalProvider:
         return out
 
     async def probe(self) -> Health:
+        await asyncio.gather(*(remote.refresh() for remote in self._remotes.values()))
         return Health(ok=any(reason is None for _, reason in self.engine_states()))
 
     async def aclose(self) -> None:
@@ -174,18 +182,38 @@ class LocalProvider:
 class _RemoteEngine:
     """An engine on a `voxrouter engine serve` node, spoken to over its OpenAI-shaped API."""
 
-    def __init__(self, provider_id: str, engine_id: str, url: str, spec: ProviderSpec, transport: httpx.AsyncBaseTransport | None) -> None:
+    def __init__(
+        self, provider_id: str, engine_id: str, engine: EngineSpec, spec: ProviderSpec, transport: httpx.AsyncBaseTransport | None
+    ) -> None:
+        assert engine.url
         self._provider = provider_id
-        self._engine = engine_id
+        self._engine = engine.remote_model or engine_id  # its id on the node
+        self._local_id = engine_id  # its id here, after "local/"
         self._spec = spec
+        token = engine.token()
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._client = build_client(
-            url.rstrip("/"),
+            engine.url.rstrip("/"),
             connect_timeout_s=spec.connect_timeout_s,
             read_timeout_s=spec.read_timeout_s,
             max_connections=spec.max_connections,
             transport=transport,
         )
         self.unavailable_reason: str | None = None
+
+    async def refresh(self) -> None:
+        """Ask the node which engines it has installed (its free status route)."""
+        try:
+            response = await self._client.get("/v1/status", headers=self._headers)
+            states = {s["id"]: s for s in response.json()} if response.status_code == 200 else {}
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            logger.warning("engine node for %s did not answer its status: %s", self._engine, exc)
+            return
+        state = states.get(self._engine)
+        if state is None:
+            self.unavailable_reason = "model_not_installed"
+        else:
+            self.unavailable_reason = state.get("reason") if state.get("state") == "unavailable" else None
 
     async def synthesize(self, request: SynthesisRequest) -> AsyncIterator[bytes]:
         body: dict[str, Any] = {"model": self._engine, "input": request.input, "voice": request.voice, "response_format": "pcm"}
@@ -199,6 +227,7 @@ class _RemoteEngine:
                 self._provider,
                 "POST",
                 "/v1/audio/speech",
+                headers=self._headers,
                 json=body,
                 parse_error=_parse_error,
                 first_byte_timeout_s=self._spec.first_byte_timeout_s,
@@ -213,7 +242,7 @@ class _RemoteEngine:
 
     async def voices(self) -> list[Voice]:
         try:
-            response = await self._client.get("/v1/voices")
+            response = await self._client.get("/v1/voices", headers=self._headers)
         except httpx.HTTPError as exc:
             raise ProviderError(ErrorKind.unavailable, f"engine {self._engine}: {type(exc).__name__}", provider=self._provider) from None
         if response.status_code >= 400:
@@ -226,7 +255,7 @@ class _RemoteEngine:
                 name=v.get("name", v["id"]),
                 language=v.get("language", ""),
                 labels=v.get("labels", {}),
-                model_compatibility=(self._engine,),
+                model_compatibility=(self._local_id,),
             )
             for v in voices
             if self._engine in v.get("model_compatibility", [self._engine])

@@ -459,3 +459,46 @@ def test_kokoro_engine_server_speaks():
         assert response.status_code == 200, response.text
         assert 1.0 <= len(response.content) / BYTES_PER_SECOND <= 5.0
         assert pcm_rms(response.content) > 300
+
+
+def test_gateway_reaches_a_token_protected_node_under_another_engine_id(emulators, tmp_path, monkeypatch):
+    piper = piper_runner(RunnerSettings())
+    chatterbox = EngineRunner(build_engine("chatterbox", "chatterbox", {"weights_dir": None}))
+    monkeypatch.setenv("TEST_ENGINE_TOKEN", "node-secret")
+    app = create_engine_app({"piper": piper, "chatterbox": chatterbox}, token="node-secret")
+    with LoopbackServer(app, lifespan="on") as engine_server:
+        config = emulated_config(emulators)
+        local = config.providers["local"]
+        remote = {"url": engine_server.url, "token_env": "TEST_ENGINE_TOKEN"}
+        engines = {
+            "piper-gpu": {"engine": "piper", "remote_model": "piper", **remote},
+            "chatterbox": {"engine": "chatterbox", **remote},
+        }
+        models = {**local.models, "piper-gpu": local.models["piper"]}  # each engine id is a priced model
+        local = local.model_copy(
+            update={"options": {**local.options, "preload": [], "engines": engines}, "first_byte_timeout_s": 30, "models": models}
+        )
+        config = config.model_copy(update={"providers": {**config.providers, "local": local}})
+        with running_gateway(tmp_path, config) as gateway:
+            auth = {"Authorization": f"Bearer {gateway.new_key()}"}
+            with httpx.Client(base_url=gateway.url, headers=auth, timeout=60) as client:
+                # The node's status is asked at start-up: no request had to fail first.
+                deadline = time.monotonic() + 10
+                while True:
+                    status = {s["id"]: s for s in client.get("/v1/status").json()}
+                    if status["local/chatterbox"].get("reason") == "model_not_installed" or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.05)
+                assert status["local/chatterbox"] == {"id": "local/chatterbox", "state": "unavailable", "reason": "model_not_installed"}
+                assert status["local/piper-gpu"]["state"] == "available"
+
+                response = client.post(
+                    "/v1/audio/speech", json={"model": "local/piper-gpu", "voice": PIPER_VOICE, "input": HELLO, "response_format": "pcm"}
+                )
+                assert response.status_code == 200, response.text
+                assert 1.0 <= len(response.content) / BYTES_PER_SECOND <= 4.0
+                voices = client.get("/v1/voices", params={"provider": "local"}).json()["voices"]
+                assert [(v["id"], v["model_compatibility"]) for v in voices] == [(PIPER_VOICE, ["piper-gpu"])]
+
+            monkeypatch.setenv("TEST_ENGINE_TOKEN", "wrong")  # read at start-up: the running gateway keeps the right one
+            assert httpx.post(engine_server.url + "/v1/audio/speech", json=speech_body()).status_code == 401
