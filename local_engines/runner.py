@@ -55,15 +55,20 @@ class EngineRunner:
         return self._loaded
 
     def missing(self) -> str | None:
-        return self.engine.missing()
+        return None if self._loaded else self.engine.missing()
 
     def load(self) -> None:
-        """Load the engine once (blocking); later calls return at once."""
+        """Load the engine once (blocking); later calls return at once. A failed load is
+        remembered, so status reports the engine unavailable until the process restarts."""
         with self._load_lock:
             if self._loaded:
                 return
             started = time.perf_counter()
-            self.engine.load()
+            try:
+                self.engine.load()
+            except Exception as exc:
+                self.load_error = exc
+                raise
             self._loaded = True
             logger.info("engine %s loaded in %.2fs", self.engine.id, time.perf_counter() - started)
 

@@ -118,7 +118,6 @@ class LocalProvider:
             try:
                 await runner.ensure_loaded()
             except Exception as exc:
-                runner.load_error = exc
                 logger.error("engine %s failed to load: %s", name, exc)
 
     async def synthesize(self, request: SynthesisRequest) -> AsyncIterator[bytes]:

@@ -1,0 +1,104 @@
+"""The engines' worker pool (earliest deadline first) and admission gate."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from local_engines.pool import EngineBusy, StreamGate, WorkerPool
+
+
+def test_jobs_run_earliest_deadline_first_and_cancelled_ones_never_run():
+    async def main() -> list[str]:
+        pool = WorkerPool("test", workers=1)
+        ran: list[str] = []
+        release = threading.Event()
+
+        def job(name: str) -> str:
+            if name == "blocker":
+                release.wait(5)
+            ran.append(name)
+            return name
+
+        now = time.monotonic()
+        blocker = asyncio.ensure_future(pool.run(now, job, "blocker"))
+        await asyncio.sleep(0.05)  # the worker is busy with it; the rest queue up
+        late = asyncio.ensure_future(pool.run(now + 2.0, job, "late"))
+        dropped = asyncio.ensure_future(pool.run(now + 0.5, job, "dropped"))
+        urgent = asyncio.ensure_future(pool.run(now + 0.1, job, "urgent"))
+        await asyncio.sleep(0.01)
+        dropped.cancel()
+        release.set()
+        assert await urgent == "urgent" and await late == "late" and await blocker == "blocker"
+        pool.close()
+        return ran
+
+    assert asyncio.run(main()) == ["blocker", "urgent", "late"]
+
+
+def test_an_exception_reaches_the_caller():
+    async def main() -> None:
+        pool = WorkerPool("test", workers=2)
+
+        def boom() -> None:
+            raise ValueError("engine failed")
+
+        with pytest.raises(ValueError, match="engine failed"):
+            await pool.run(0.0, boom)
+        assert await pool.run(0.0, lambda: 42) == 42  # the worker survived
+        pool.close()
+
+    asyncio.run(main())
+
+
+def test_gate_admits_queues_then_refuses_and_frees_slots():
+    async def main() -> None:
+        gate = StreamGate(max_streams=1, max_queue=1, queue_timeout_s=0.2)
+        holder_in = asyncio.Event()
+        holder_out = asyncio.Event()
+
+        async def hold() -> None:
+            async with gate.admit():
+                holder_in.set()
+                await holder_out.wait()
+
+        holder = asyncio.create_task(hold())
+        await holder_in.wait()
+
+        async def wait_in_line() -> str:
+            try:
+                async with gate.admit():
+                    return "admitted"
+            except EngineBusy as exc:
+                return f"busy queue_full={exc.queue_full}"
+
+        queued = asyncio.create_task(wait_in_line())
+        await asyncio.sleep(0.01)
+        assert gate.waiting == 1
+        assert await wait_in_line() == "busy queue_full=True"  # the one queue place is taken
+        assert await queued == "busy queue_full=False"  # waited past queue_timeout_s
+        holder_out.set()
+        await holder
+        assert gate.active == 0 and gate.waiting == 0
+        assert await wait_in_line() == "admitted"
+
+    asyncio.run(main())
+
+
+def test_a_cancelled_waiter_leaves_no_trace():
+    async def main() -> None:
+        gate = StreamGate(max_streams=1, max_queue=4, queue_timeout_s=5)
+        async with gate.admit():
+            waiter = asyncio.create_task(gate.admit().__aenter__())
+            await asyncio.sleep(0.01)
+            waiter.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiter
+            assert gate.waiting == 0
+        async with gate.admit():  # the slot came back despite the cancelled waiter
+            assert gate.active == 1
+
+    asyncio.run(main())
