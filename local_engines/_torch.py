@@ -11,6 +11,9 @@ What lives here:
   base64 (`decode_reference_audio`, `clip_file`, which always deletes its temp file)
 - `provider_options` validation (`reject_unknown`, `float_option`, `int_option`, ...)
 - turning a model's output into float32 mono in [-1, 1] (`to_mono_float32`, `resample`)
+- `TorchEngine`, the skeleton both engines share: configuration, `missing()`, load-once,
+  voices, request validation, one generation at a time, `close()`; each engine supplies
+  its weights check, its options table and the `_load_model` / `_generate` hooks
 """
 
 from __future__ import annotations
@@ -27,12 +30,13 @@ import math
 import os
 import re
 import tempfile
+import threading
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, ClassVar, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from local_engines.base import EngineVoice, InvalidOption
+from local_engines.base import EngineNotInstalled, EngineVoice, InvalidOption, UnknownVoice, Utterance
 
 logger = logging.getLogger("voxrouter.engines")
 
@@ -265,7 +269,7 @@ def reject_unknown(engine: str, options: dict[str, Any], allowed: Iterable[str])
             raise InvalidOption(f"{engine} does not take provider_options.{key} (it takes: {', '.join(allowed)})")
 
 
-def float_option(options: dict[str, Any], name: str, low: float, high: float, default: float) -> float:
+def float_option(options: dict[str, Any], name: str, low: float, high: float, default: float | None = None) -> float | None:
     """A number in [low, high] (bools, strings, NaN and infinities refused), or `default` when absent/None."""
     value = options.get(name)
     if value is None:
@@ -301,6 +305,24 @@ def require_unit_speed(engine: str, speed: float | None) -> None:
         raise InvalidOption(f"{engine} has no speed control: leave speed out or set it to 1.0 (got {speed:g})")
 
 
+@dataclasses.dataclass(frozen=True)
+class NumberOption:
+    """A numeric provider option in [low, high]: a whole number when `whole`; when absent, `default` (None stays None)."""
+
+    low: float
+    high: float
+    default: float | None = None
+    whole: bool = False
+
+    def resolve(self, options: dict[str, Any], name: str) -> float | int | None:
+        if self.whole:
+            return int_option(options, name, int(self.low), int(self.high))
+        return float_option(options, name, self.low, self.high, self.default)
+
+
+_SEED = NumberOption(0, MAX_SEED, whole=True)
+
+
 # --- audio out -------------------------------------------------------------------------------------
 
 
@@ -329,3 +351,166 @@ def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     count = max(1, int(round(len(audio) * to_rate / from_rate)))
     positions = np.arange(count, dtype=np.float64) * (from_rate / to_rate)
     return np.interp(positions, np.arange(len(audio), dtype=np.float64), audio).astype(np.float32)
+
+
+# --- the engine skeleton ----------------------------------------------------------------------------
+
+
+class TorchEngine:
+    """What Chatterbox and MOSS-TTS-Nano share; they implement local_engines.base.Engine through it.
+
+    A subclass sets `id`, `sample_rate`, the chunk sizes, `_modules`, `_numbers`,
+    `_import_failure` (and `_extra_options` if it takes more) and supplies the hooks
+    `_weights_missing`, `_load_model` and `_generate`; `_more_options` and `_unload`
+    are optional. Every engine has the built-in "default" voice plus the clips in
+    voices_dir, takes `seed` and `reference_audio`, and has no speed control.
+    """
+
+    id: str
+    sample_rate: int
+    first_chunk_chars: int
+    max_chunk_chars: int
+    _modules: ClassVar[tuple[tuple[str, str], ...]]  # (import name, pip name) of what the engine needs
+    _numbers: ClassVar[dict[str, NumberOption]]  # numeric provider_options, besides seed, in the order they are listed
+    _extra_options: ClassVar[tuple[str, ...]] = ()  # further provider_options, resolved by `_more_options`
+    _import_failure: ClassVar[str]  # what `load()` reports when an import fails: "cannot import ..."
+    _default_voice = EngineVoice(id=DEFAULT_VOICE, name="Default", language="en-US")  # the model's own conditioning
+
+    def __init__(
+        self,
+        engine_id: str | None = None,
+        *,
+        weights_dir: str | None = None,
+        voices_dir: str | None = None,
+        device: str = "auto",
+        first_chunk_chars: int | None = None,
+        max_chunk_chars: int | None = None,
+        **_: Any,
+    ) -> None:
+        self.id = self.id if engine_id is None else engine_id
+        self._weights_dir = Path(weights_dir).expanduser() if weights_dir else None
+        self._voices_dir = Path(voices_dir).expanduser() if voices_dir else None
+        self._device = check_device(device)
+        if first_chunk_chars:
+            self.first_chunk_chars = first_chunk_chars
+        if max_chunk_chars:
+            self.max_chunk_chars = max_chunk_chars
+        self._load_lock = threading.Lock()
+        self._generate_lock = threading.Lock()  # one generation at a time: torch parallelises inside it
+        self._model: Any = None
+        self._unload()
+
+    # --- what is installed -------------------------------------------------------------------------
+
+    def missing(self) -> str | None:
+        """Everything that stops the engine here, joined with "; " (weights first, then packages), or None."""
+        if self._model is not None:
+            return None
+        reasons = []
+        if problem := weights_dir_problem(self._weights_dir):
+            reasons.append(problem)
+        elif self._weights_dir is not None:
+            reasons += self._weights_missing(self._weights_dir)
+        reasons += modules_missing(self._modules)
+        return "; ".join(reasons) or None
+
+    def load(self) -> None:
+        if self._model is not None:
+            return
+        with self._load_lock:
+            if self._model is not None:
+                return
+            if reason := self.missing():
+                raise EngineNotInstalled(f"{self.id}: {reason}")
+            try:
+                model = self._load_model()
+            except EngineNotInstalled:
+                raise
+            except ImportError as exc:
+                raise EngineNotInstalled(f"{self.id}: {self._import_failure}: {exc}") from exc
+            except Exception as exc:  # corrupt or mismatched weights, CUDA unavailable, ...
+                logger.exception("%s failed to load from %s", self.id, self._weights_dir)
+                raise EngineNotInstalled(f"{self.id}: loading weights from {self._weights_dir} failed: {exc}") from exc
+            self._model = model  # last: a set _model is what tells other threads the engine is ready
+
+    # --- requests ----------------------------------------------------------------------------------
+
+    def voices(self) -> list[EngineVoice]:
+        return [self._default_voice, *(clip.voice for clip in scan_voices(self._voices_dir).values())]
+
+    def utterance(self, voice: str, speed: float | None, options: dict[str, Any]) -> Utterance:
+        """Validate a request. `Utterance.options` holds the resolved `_numbers` and seed (None when not
+        given), reference_audio (ReferenceClip | None), voice_clip (Path | None) and `_more_options`."""
+        clips = scan_voices(self._voices_dir)
+        clip = clips.get(voice)
+        if voice == DEFAULT_VOICE:
+            engine_voice = self._default_voice
+        elif clip is not None:
+            engine_voice = clip.voice
+        else:
+            known = ", ".join([DEFAULT_VOICE, *clips])
+            raise UnknownVoice(
+                f"{self.id} has no voice {voice!r}; it has {known} (or clone one with provider_options.reference_audio)"
+            )
+        require_unit_speed(self.id, speed)
+        reject_unknown(self.id, options, (*self._numbers, "seed", "reference_audio", *self._extra_options))
+        resolved: dict[str, Any] = {name: number.resolve(options, name) for name, number in self._numbers.items()}
+        resolved["seed"] = _SEED.resolve(options, "seed")
+        raw_reference = options.get("reference_audio")
+        reference = decode_reference_audio(raw_reference) if raw_reference is not None else None
+        resolved["reference_audio"] = reference
+        resolved["voice_clip"] = clip.path if clip is not None else None
+        resolved.update(self._more_options(options, clip, reference))
+        return Utterance(voice=engine_voice, speed=1.0, options=resolved)
+
+    def synthesize(self, text: str, utterance: Utterance) -> np.ndarray:
+        if not text.strip():
+            # The models refuse empty text, or worse, speak a stock line ("You need to add some text for me to talk.").
+            return np.zeros(0, dtype=np.float32)
+        self.load()
+        options = utterance.options
+        with self._generate_lock:
+            model = self._model
+            if model is None:
+                raise EngineNotInstalled(f"{self.id}: the engine was closed")
+            if options.get("seed") is not None:
+                seed_everything(options["seed"])
+            wave, rate = self._generate(model, text, options)
+        return resample(to_mono_float32(wave), rate, self.sample_rate)
+
+    def close(self) -> None:
+        with self._load_lock, self._generate_lock:
+            loaded = self._model is not None
+            self._model = None
+            self._unload()
+        if loaded:
+            with contextlib.suppress(Exception):
+                import torch
+
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+
+    # --- what each engine supplies -------------------------------------------------------------------
+
+    def _weights_missing(self, weights_dir: Path) -> list[str]:
+        """What is absent from an existing `weights_dir`, one reason per entry."""
+        raise NotImplementedError
+
+    def _load_model(self) -> Any:
+        """Load and return the model; runs once, under the load lock, after `missing()` found nothing.
+
+        May set the engine's other state (the model itself is stored by `load()`); raises
+        EngineNotInstalled for a problem it names itself.
+        """
+        raise NotImplementedError
+
+    def _more_options(self, options: dict[str, Any], clip: VoiceClip | None, reference: ReferenceClip | None) -> dict[str, Any]:
+        """The resolved `_extra_options`: validated `options`, given the voice's clip and the request's reference clip."""
+        return {}
+
+    def _generate(self, model: Any, text: str, options: dict[str, Any]) -> tuple[Any, int]:
+        """(audio as the model returns it, its sample rate) for `text`; under the generate lock, RNGs already seeded."""
+        raise NotImplementedError
+
+    def _unload(self) -> None:
+        """Reset what `_load_model` keeps besides the model to its unloaded value; from __init__ and close()."""

@@ -51,14 +51,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from local_engines import _torch
-from local_engines.base import EngineNotInstalled, EngineVoice, InvalidOption, UnknownVoice, Utterance
+from local_engines.base import InvalidOption, UnknownVoice
 
 logger = logging.getLogger("voxrouter.engines")
 
@@ -66,54 +63,40 @@ SAMPLE_RATE = 48_000
 CHECKPOINT_DIRS = ("MOSS-TTS-Nano-100M", "MOSS-TTS-Nano")
 AUDIO_TOKENIZER_DIRS = ("MOSS-Audio-Tokenizer-Nano",)
 _WEIGHTS = ("*.safetensors", "pytorch_model*.bin")
-_MODULES = (
-    ("torch", "torch"),
-    ("torchaudio", "torchaudio"),
-    ("transformers", "transformers"),
-    ("sentencepiece", "sentencepiece"),
-)
-OPTIONS = ("temperature", "top_p", "top_k", "repetition_penalty", "seed", "reference_audio", "reference_text")
 _FRAME_S = 0.08  # one generated audio frame is 80 ms (12.5 frames per second)
 _MIN_FRAMES = 375  # upstream's default max_new_frames (30 s)
 _MAX_FRAMES = 1500
 
-# The built-in voice: the model's own conditioning (no reference clip).
-_DEFAULT = EngineVoice(id=_torch.DEFAULT_VOICE, name="Default", language="en-US")
 
+class MossTtsNanoEngine(_torch.TorchEngine):
+    """MOSS-TTS-Nano on torch: 48 kHz (the model's two channels are averaged to mono).
 
-class MossTtsNanoEngine:
-    """MOSS-TTS-Nano on torch: 48 kHz (the model's two channels are averaged to mono)."""
+    `Utterance.options` holds temperature, top_p, top_k, repetition_penalty (None when not given),
+    seed (int | None), reference_audio (ReferenceClip | None), voice_clip (Path | None) and
+    reference_text (str | None: the option, else the clip's transcript).
+    """
 
     id = "moss-tts-nano"
     sample_rate = SAMPLE_RATE
     first_chunk_chars = 60
     max_chunk_chars = 300
-
-    def __init__(
-        self,
-        engine_id: str = "moss-tts-nano",
-        *,
-        weights_dir: str | None = None,
-        voices_dir: str | None = None,
-        device: str = "auto",
-        first_chunk_chars: int | None = None,
-        max_chunk_chars: int | None = None,
-        **_: Any,
-    ) -> None:
-        self.id = engine_id
-        self._weights_dir = Path(weights_dir).expanduser() if weights_dir else None
-        self._voices_dir = Path(voices_dir).expanduser() if voices_dir else None
-        self._device = _torch.check_device(device)
-        if first_chunk_chars:
-            self.first_chunk_chars = first_chunk_chars
-        if max_chunk_chars:
-            self.max_chunk_chars = max_chunk_chars
-        self._load_lock = threading.Lock()
-        self._generate_lock = threading.Lock()  # one inference at a time: torch parallelises inside it
-        self._model: Any = None
-        self._audio_tokenizer: Any = None
-        self._torch_device: Any = None
-        self._checkpoint: Path | None = None
+    _modules = (
+        ("torch", "torch"),
+        ("torchaudio", "torchaudio"),
+        ("transformers", "transformers"),
+        ("sentencepiece", "sentencepiece"),
+    )
+    _numbers = {
+        "temperature": _torch.NumberOption(0.05, 2.0),
+        "top_p": _torch.NumberOption(0.01, 1.0),
+        "top_k": _torch.NumberOption(1, 1000, whole=True),
+        "repetition_penalty": _torch.NumberOption(1.0, 2.0),
+    }
+    _extra_options = ("reference_text",)
+    _import_failure = "cannot import torch/transformers or a module the checkpoint's code needs"
+    _audio_tokenizer: Any
+    _torch_device: Any
+    _checkpoint: Path | None
 
     # --- what is installed ---------------------------------------------------------------------
 
@@ -125,91 +108,50 @@ class MossTtsNanoEngine:
                 return self._weights_dir / name
         return None
 
-    def missing(self) -> str | None:
-        """Everything that stops the engine here, joined with "; " (weights first, then packages), or None."""
-        if self._model is not None:
-            return None
+    def _weights_missing(self, weights_dir: Path) -> list[str]:
         reasons = []
-        if problem := _torch.weights_dir_problem(self._weights_dir):
-            reasons.append(problem)
-        else:
-            for names, required, what in (
-                (CHECKPOINT_DIRS, ("config.json", "tokenizer.model"), "the OpenMOSS-Team/MOSS-TTS-Nano-100M checkpoint"),
-                (AUDIO_TOKENIZER_DIRS, ("config.json",), "the OpenMOSS-Team/MOSS-Audio-Tokenizer-Nano checkpoint"),
-            ):
-                directory = self._subdir(names)
-                if directory is None:
-                    reasons.append(f"weights_dir {self._weights_dir} has no {' or '.join(n + '/' for n in names)} ({what})")
-                elif absent := _torch.files_missing(directory, required, any_of=(_WEIGHTS,)):
-                    reasons.append(f"{directory} lacks {', '.join(absent)}")
-        reasons += _torch.modules_missing(_MODULES)
-        return "; ".join(reasons) or None
+        for names, required, what in (
+            (CHECKPOINT_DIRS, ("config.json", "tokenizer.model"), "the OpenMOSS-Team/MOSS-TTS-Nano-100M checkpoint"),
+            (AUDIO_TOKENIZER_DIRS, ("config.json",), "the OpenMOSS-Team/MOSS-Audio-Tokenizer-Nano checkpoint"),
+        ):
+            directory = self._subdir(names)
+            if directory is None:
+                reasons.append(f"weights_dir {weights_dir} has no {' or '.join(n + '/' for n in names)} ({what})")
+            elif absent := _torch.files_missing(directory, required, any_of=(_WEIGHTS,)):
+                reasons.append(f"{directory} lacks {', '.join(absent)}")
+        return reasons
 
-    def load(self) -> None:
-        if self._model is not None:
-            return
-        with self._load_lock:
-            if self._model is not None:
-                return
-            if reason := self.missing():
-                raise EngineNotInstalled(f"{self.id}: {reason}")
-            checkpoint = self._subdir(CHECKPOINT_DIRS)
-            tokenizer_dir = self._subdir(AUDIO_TOKENIZER_DIRS)
-            try:
-                import torch
-                from transformers import AutoModel, AutoModelForCausalLM
+    def _load_model(self) -> Any:
+        import torch
+        from transformers import AutoModel, AutoModelForCausalLM
 
-                device = torch.device(_torch.pick_device(self._device))
-                dtype = _dtype(torch, device)
-                logger.info("loading %s from %s on %s (%s)", self.id, self._weights_dir, device, dtype)
-                model = AutoModelForCausalLM.from_pretrained(str(checkpoint), trust_remote_code=True, local_files_only=True)
-                model.to(device=device, dtype=dtype)
-                if hasattr(model, "_set_attention_implementation"):
-                    model._set_attention_implementation("sdpa", local_attn_implementation="sdpa")
-                model.eval()
-                audio_tokenizer = AutoModel.from_pretrained(str(tokenizer_dir), trust_remote_code=True, local_files_only=True)
-                audio_tokenizer = audio_tokenizer.to(device)
-                if hasattr(audio_tokenizer, "set_attention_implementation"):
-                    audio_tokenizer.set_attention_implementation("sdpa")
-                if hasattr(audio_tokenizer, "set_compute_dtype"):
-                    audio_tokenizer.set_compute_dtype("fp32")  # upstream's choice with sdpa attention
-                audio_tokenizer.eval()
-            except ImportError as exc:
-                raise EngineNotInstalled(
-                    f"{self.id}: cannot import torch/transformers or a module the checkpoint's code needs: {exc}"
-                ) from exc
-            except Exception as exc:  # corrupt or mismatched weights, CUDA unavailable, ...
-                logger.exception("%s failed to load from %s", self.id, self._weights_dir)
-                raise EngineNotInstalled(f"{self.id}: loading weights from {self._weights_dir} failed: {exc}") from exc
-            self._torch_device = device
-            self._checkpoint = checkpoint
-            self._audio_tokenizer = audio_tokenizer
-            self._model = model
+        checkpoint = self._subdir(CHECKPOINT_DIRS)
+        tokenizer_dir = self._subdir(AUDIO_TOKENIZER_DIRS)
+        device = torch.device(_torch.pick_device(self._device))
+        dtype = _dtype(torch, device)
+        logger.info("loading %s from %s on %s (%s)", self.id, self._weights_dir, device, dtype)
+        model = AutoModelForCausalLM.from_pretrained(str(checkpoint), trust_remote_code=True, local_files_only=True)
+        model.to(device=device, dtype=dtype)
+        if hasattr(model, "_set_attention_implementation"):
+            model._set_attention_implementation("sdpa", local_attn_implementation="sdpa")
+        model.eval()
+        audio_tokenizer = AutoModel.from_pretrained(str(tokenizer_dir), trust_remote_code=True, local_files_only=True)
+        audio_tokenizer = audio_tokenizer.to(device)
+        if hasattr(audio_tokenizer, "set_attention_implementation"):
+            audio_tokenizer.set_attention_implementation("sdpa")
+        if hasattr(audio_tokenizer, "set_compute_dtype"):
+            audio_tokenizer.set_compute_dtype("fp32")  # upstream's choice with sdpa attention
+        audio_tokenizer.eval()
+        self._torch_device = device
+        self._checkpoint = checkpoint
+        self._audio_tokenizer = audio_tokenizer
+        return model
 
     # --- requests ----------------------------------------------------------------------------------
 
-    def voices(self) -> list[EngineVoice]:
-        return [_DEFAULT, *(clip.voice for clip in _torch.scan_voices(self._voices_dir).values())]
-
-    def utterance(self, voice: str, speed: float | None, options: dict[str, Any]) -> Utterance:
-        """Validate a request. `Utterance.options` holds the resolved values: temperature, top_p,
-        top_k, repetition_penalty, seed (None when not given), reference_audio (ReferenceClip | None),
-        voice_clip (Path | None) and reference_text (str | None: the option, else the clip's transcript)."""
-        clips = _torch.scan_voices(self._voices_dir)
-        clip = clips.get(voice)
-        if voice == _torch.DEFAULT_VOICE:
-            engine_voice = _DEFAULT
-        elif clip is not None:
-            engine_voice = clip.voice
-        else:
-            known = ", ".join([_torch.DEFAULT_VOICE, *clips])
-            raise UnknownVoice(
-                f"{self.id} has no voice {voice!r}; it has {known} (or clone one with provider_options.reference_audio)"
-            )
-        _torch.require_unit_speed(self.id, speed)
-        _torch.reject_unknown(self.id, options, OPTIONS)
-        raw_reference = options.get("reference_audio")
-        reference = _torch.decode_reference_audio(raw_reference) if raw_reference is not None else None
+    def _more_options(
+        self, options: dict[str, Any], clip: _torch.VoiceClip | None, reference: _torch.ReferenceClip | None
+    ) -> dict[str, Any]:
         reference_text = _torch.str_option(options, "reference_text", 2000)
         if reference_text is not None and reference is None and clip is None:
             raise InvalidOption(
@@ -217,70 +159,42 @@ class MossTtsNanoEngine:
             )
         if reference_text is None and reference is None and clip is not None:
             reference_text = clip.transcript
-        resolved = {
-            "temperature": _optional_float(options, "temperature", 0.05, 2.0),
-            "top_p": _optional_float(options, "top_p", 0.01, 1.0),
-            "top_k": _torch.int_option(options, "top_k", 1, 1000),
-            "repetition_penalty": _optional_float(options, "repetition_penalty", 1.0, 2.0),
-            "seed": _torch.int_option(options, "seed", 0, _torch.MAX_SEED),
-            "reference_audio": reference,
-            "voice_clip": clip.path if clip is not None else None,
-            "reference_text": reference_text,
-        }
-        return Utterance(voice=engine_voice, speed=1.0, options=resolved)
+        return {"reference_text": reference_text}
 
-    def synthesize(self, text: str, utterance: Utterance) -> np.ndarray:
-        if not text.strip():
-            return np.zeros(0, dtype=np.float32)  # the model refuses empty text
-        self.load()
-        options = utterance.options
+    def _generate(self, model: Any, text: str, options: dict[str, Any]) -> tuple[Any, int]:
         reference: _torch.ReferenceClip | None = options.get("reference_audio")
         clip: Path | None = options.get("voice_clip")
-        with self._generate_lock:
-            model = self._model
-            if model is None:
-                raise EngineNotInstalled(f"{self.id}: the engine was closed")
-            if clip is not None and reference is None and not clip.is_file():
-                raise UnknownVoice(f"{self.id}: the clip for voice {clip.stem!r} is gone from {clip.parent}")
-            if options.get("seed") is not None:
-                _torch.seed_everything(options["seed"])
-            prompt = _torch.clip_file(reference) if reference is not None else contextlib.nullcontext(clip)
-            with tempfile.TemporaryDirectory(prefix="voxrouter-moss-") as out_dir, prompt as prompt_path:
-                try:
-                    result = model.inference(
-                        text=text,
-                        output_audio_path=str(Path(out_dir) / "out.wav"),
-                        mode="continuation" if prompt_path is None else "voice_clone",
-                        prompt_text=options.get("reference_text") if prompt_path is not None else None,
-                        prompt_audio_path=None if prompt_path is None else str(prompt_path),
-                        text_tokenizer_path=str(self._checkpoint),
-                        audio_tokenizer=self._audio_tokenizer,
-                        device=self._torch_device,
-                        max_new_frames=_max_frames(text),
-                        do_sample=True,
-                        use_kv_cache=True,
-                        **_sampling(options),
-                    )
-                except Exception:
-                    # As upstream's runtime does: a failed inference may leave the model half-converted; reload next time.
-                    logger.exception("%s inference failed; the model will be reloaded", self.id)
-                    self._model = None
-                    self._audio_tokenizer = None
-                    raise
-        rate = int(result.get("sample_rate") or self.sample_rate)
-        return _torch.resample(_torch.to_mono_float32(result["waveform"]), rate, self.sample_rate)
+        if clip is not None and reference is None and not clip.is_file():
+            raise UnknownVoice(f"{self.id}: the clip for voice {clip.stem!r} is gone from {clip.parent}")
+        prompt = _torch.clip_file(reference) if reference is not None else contextlib.nullcontext(clip)
+        with tempfile.TemporaryDirectory(prefix="voxrouter-moss-") as out_dir, prompt as prompt_path:
+            try:
+                result = model.inference(
+                    text=text,
+                    output_audio_path=str(Path(out_dir) / "out.wav"),
+                    mode="continuation" if prompt_path is None else "voice_clone",
+                    prompt_text=options.get("reference_text") if prompt_path is not None else None,
+                    prompt_audio_path=None if prompt_path is None else str(prompt_path),
+                    text_tokenizer_path=str(self._checkpoint),
+                    audio_tokenizer=self._audio_tokenizer,
+                    device=self._torch_device,
+                    max_new_frames=_max_frames(text),
+                    do_sample=True,
+                    use_kv_cache=True,
+                    **_sampling(options),
+                )
+            except Exception:
+                # As upstream's runtime does: a failed inference may leave the model half-converted; reload next time.
+                logger.exception("%s inference failed; the model will be reloaded", self.id)
+                self._model = None
+                self._unload()
+                raise
+        return result["waveform"], int(result.get("sample_rate") or self.sample_rate)
 
-    def close(self) -> None:
-        with self._load_lock, self._generate_lock:
-            loaded = self._model is not None
-            self._model = None
-            self._audio_tokenizer = None
-        if loaded:
-            with contextlib.suppress(Exception):
-                import torch
-
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
+    def _unload(self) -> None:
+        self._audio_tokenizer = None
+        self._torch_device = None
+        self._checkpoint = None
 
 
 def _dtype(torch: Any, device: Any) -> Any:
@@ -288,10 +202,6 @@ def _dtype(torch: Any, device: Any) -> Any:
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float32
-
-
-def _optional_float(options: dict[str, Any], name: str, low: float, high: float) -> float | None:
-    return None if options.get(name) is None else _torch.float_option(options, name, low, high, low)
 
 
 def _sampling(options: dict[str, Any]) -> dict[str, Any]:

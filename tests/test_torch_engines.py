@@ -548,3 +548,83 @@ def test_moss_drives_the_model_per_voice(
     call = model.calls[-1]
     assert call["prompt_audio_path"] == str(voices_dir / "alice.wav") and call["prompt_text"] == "Down the rabbit hole."
     assert (voices_dir / "alice.wav").exists()  # a voices_dir clip is never deleted
+
+
+# --- the shared TorchEngine skeleton ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("engine_cls", ENGINES)
+def test_engine_id_and_chunk_sizes_come_from_the_constructor(engine_cls: type) -> None:
+    assert engine_cls(weights_dir=None).id == engine_cls.id
+    engine = engine_cls("node-a", weights_dir=None, first_chunk_chars=20, max_chunk_chars=120, unrelated_setting=1)
+    assert (engine.id, engine.first_chunk_chars, engine.max_chunk_chars) == ("node-a", 20, 120)
+    assert (engine_cls.first_chunk_chars, engine_cls.max_chunk_chars) == (60, 300)  # the class defaults are untouched
+
+
+def test_unknown_option_lists_what_each_engine_takes() -> None:
+    with pytest.raises(InvalidOption, match=r"it takes: exaggeration, cfg_weight, temperature, seed, reference_audio\)"):
+        ChatterboxEngine(weights_dir=None).utterance("default", None, {"pitch": 2})
+    takes = "temperature, top_p, top_k, repetition_penalty, seed, reference_audio, reference_text"
+    with pytest.raises(InvalidOption, match=rf"it takes: {takes}\)"):
+        MossTtsNanoEngine(weights_dir=None).utterance("default", None, {"pitch": 2})
+
+
+def test_moss_options_absent_stay_none() -> None:
+    options = MossTtsNanoEngine(weights_dir=None).utterance("default", None, {}).options
+    assert options == {
+        "temperature": None,
+        "top_p": None,
+        "top_k": None,
+        "repetition_penalty": None,
+        "seed": None,
+        "reference_audio": None,
+        "voice_clip": None,
+        "reference_text": None,
+    }
+
+
+def test_chatterbox_without_builtin_voice_is_not_installed(
+    fake_chatterbox: types.SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_conds(ckpt_dir: str, device: str) -> _FakeChatterbox:
+        model = _FakeChatterbox(ckpt_dir, device)
+        model.conds = None
+        return model
+
+    monkeypatch.setattr(_FakeChatterbox, "from_local", staticmethod(no_conds))
+    engine = ChatterboxEngine(weights_dir=str(_chatterbox_weights(tmp_path)))
+    with pytest.raises(EngineNotInstalled, match=r"conds\.pt gave no built-in voice") as raised:
+        engine.load()
+    assert "loading weights" not in str(raised.value)  # the engine's own reason, not wrapped as a load failure
+    assert engine._model is None
+
+
+def test_closed_engine_reloads_and_a_failed_inference_forgets_the_model(
+    fake_torch: types.SimpleNamespace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    models: list[_FakeMoss] = []
+
+    def new_model(path: str, **kw: Any) -> _FakeMoss:
+        models.append(_FakeMoss())
+        return models[-1]
+
+    loader = types.SimpleNamespace(from_pretrained=new_model)
+    monkeypatch.setitem(sys.modules, "transformers", _module("transformers", AutoModelForCausalLM=loader, AutoModel=loader))
+    engine = MossTtsNanoEngine(weights_dir=str(_moss_weights(tmp_path)))
+    utterance = engine.utterance("default", None, {})
+    engine.synthesize("Hello.", utterance)
+    assert len(models) == 2  # the model and its audio tokenizer
+    engine.close()
+    assert engine._model is None and engine._audio_tokenizer is None
+    engine.synthesize("Hello again.", utterance)
+    assert len(models) == 4
+
+    def crash(**kwargs: Any) -> None:
+        raise RuntimeError("CUDA error: device-side assert triggered")
+
+    monkeypatch.setattr(models[-2], "inference", crash)
+    with pytest.raises(RuntimeError, match="device-side assert"):
+        engine.synthesize("Crash.", utterance)
+    assert engine._model is None and engine._audio_tokenizer is None
+    engine.synthesize("Recovered.", utterance)
+    assert len(models) == 6
