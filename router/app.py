@@ -13,7 +13,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from router import catalog, speech, usage
+from router import accounts, catalog, speech, usage
 from router.errors import EXCEPTION_HANDLERS
 from router.gateway import running_gateway
 from router.settings import Settings
@@ -25,6 +25,17 @@ ROUTES = [
     Route("/v1/status", catalog.provider_status, methods=["GET"]),
     Route("/v1/credits", usage.credits, methods=["GET"]),
     Route("/v1/credits/activity", usage.credit_activity, methods=["GET"]),
+    Route("/v1/usage", usage.usage_report, methods=["GET"]),
+    Route("/v1/auth/register", accounts.register, methods=["POST"]),
+    Route("/v1/auth/login", accounts.login, methods=["POST"]),
+    Route("/v1/auth/device-code", accounts.device_code, methods=["POST"]),
+    Route("/v1/auth/poll", accounts.poll, methods=["POST"]),
+    Route("/v1/auth/device/approve", accounts.approve_device, methods=["POST"]),
+    Route("/v1/auth/whoami", accounts.whoami, methods=["GET"]),
+    Route("/v1/auth/logout", accounts.logout, methods=["POST"]),
+    Route("/v1/keys", accounts.list_keys, methods=["GET"]),
+    Route("/v1/keys", accounts.create_key, methods=["POST"]),
+    Route("/v1/keys/{key_id}", accounts.delete_key, methods=["DELETE"]),
 ]
 
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

@@ -1,4 +1,10 @@
-"""API keys: `pk_` secrets shown once, stored as SHA-256 hashes, compared in constant time."""
+"""Who is calling: `pk_` API keys (data plane) and `vr_session_` sessions (management).
+
+Secrets are 256-bit random values shown once and stored only as SHA-256 hashes; lookups
+are by hash and the match is re-checked in constant time. Valid credentials are cached
+for `cache_ttl_s` so the hot path skips the database; a revocation takes effect on other
+replicas within that time (at once on the replica that revoked it).
+"""
 
 from __future__ import annotations
 
@@ -7,26 +13,35 @@ import hashlib
 import hmac
 import secrets
 import time
+from typing import Literal
 
 from starlette.requests import Request
 
 from router.errors import ApiError
-from router.store.base import Store
+from router.store.base import ApiKeyRecord, SessionRecord, Store, utcnow_iso
 
 API_KEY_PREFIX = "pk_"
+SESSION_PREFIX = "vr_session_"
 _CACHE_MAX = 100_000
 
 
 @dataclasses.dataclass(frozen=True)
 class Principal:
-    key_id: str
     org_id: str
+    user_id: str | None
+    auth: Literal["api_key", "session"]
+    key_id: str | None = None
+    token_hash: str = ""
+    expires_at: str | None = None  # sessions only
+    max_concurrency: int | None = None
+    daily_limit_micros: int | None = None
+    monthly_limit_micros: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
-class NewApiKey:
+class NewSecret:
     secret: str
-    key_hash: str
+    hash: str
     suffix: str
 
 
@@ -36,9 +51,13 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
-def new_api_key() -> NewApiKey:
-    secret = API_KEY_PREFIX + secrets.token_urlsafe(32)
-    return NewApiKey(secret=secret, key_hash=hash_secret(secret), suffix=secret[-4:])
+def new_secret(prefix: str) -> NewSecret:
+    secret = prefix + secrets.token_urlsafe(32)
+    return NewSecret(secret=secret, hash=hash_secret(secret), suffix=secret[-4:])
+
+
+def new_api_key() -> NewSecret:
+    return new_secret(API_KEY_PREFIX)
 
 
 def bearer_token(request: Request) -> str | None:
@@ -49,32 +68,97 @@ def bearer_token(request: Request) -> str | None:
     return token.strip()
 
 
-class Authenticator:
-    """Resolves bearer API keys to principals, remembering valid ones for `cache_ttl_s`
-    so the hot path skips the database; a revocation takes effect within that time."""
+def _key_principal(record: ApiKeyRecord) -> Principal:
+    return Principal(
+        org_id=record.org_id,
+        user_id=record.created_by,
+        auth="api_key",
+        key_id=record.id,
+        token_hash=record.key_hash,
+        max_concurrency=record.max_concurrency,
+        daily_limit_micros=record.daily_limit_micros,
+        monthly_limit_micros=record.monthly_limit_micros,
+    )
 
+
+def _session_principal(record: SessionRecord) -> Principal:
+    return Principal(
+        org_id=record.org_id, user_id=record.user_id, auth="session", token_hash=record.token_hash, expires_at=record.expires_at
+    )
+
+
+class Authenticator:
     def __init__(self, store: Store, cache_ttl_s: float) -> None:
         self._store = store
         self._ttl = cache_ttl_s
         self._cache: dict[str, tuple[float, Principal]] = {}
+        self._last_used: dict[str, str] = {}  # key id -> when, written in batches by `flush_last_used`
 
     async def api_key(self, request: Request) -> Principal:
+        """Data-plane routes: an API key."""
+        return await self._authenticate(request, (API_KEY_PREFIX,))
+
+    async def session(self, request: Request) -> Principal:
+        """Management routes: a session from `voxrouter login`; API keys are refused."""
+        token = bearer_token(request)
+        if token is not None and token.startswith(API_KEY_PREFIX):
+            raise ApiError(401, "unauthorized", "this route needs a session (vr_session_...) from `voxrouter login`, not an API key")
+        return await self._authenticate(request, (SESSION_PREFIX,))
+
+    async def any(self, request: Request) -> Principal:
+        """Read-only account routes: an API key or a session."""
+        return await self._authenticate(request, (API_KEY_PREFIX, SESSION_PREFIX))
+
+    async def _authenticate(self, request: Request, prefixes: tuple[str, ...]) -> Principal:
         token = bearer_token(request)
         if token is None:
-            raise ApiError(401, "unauthorized", "missing bearer token: send Authorization: Bearer pk_...")
-        if not token.startswith(API_KEY_PREFIX):
-            raise ApiError(401, "unauthorized", "this route takes an API key (pk_...)")
+            wanted = " or ".join(f"{p}..." for p in prefixes)
+            raise ApiError(401, "unauthorized", f"missing bearer token: send Authorization: Bearer {wanted}")
+        if not token.startswith(prefixes):
+            raise ApiError(401, "unauthorized", f"this route takes {' or '.join(f'{p}...' for p in prefixes)} credentials")
         digest = hash_secret(token)
         now = time.monotonic()
         cached = self._cache.get(digest)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        record = await self._store.find_api_key(digest)
-        if record is None or not hmac.compare_digest(record.key_hash, digest) or record.revoked_at is not None:
-            self._cache.pop(digest, None)
-            raise ApiError(401, "unauthorized", "invalid or revoked API key")
-        principal = Principal(key_id=record.id, org_id=record.org_id)
-        if len(self._cache) > _CACHE_MAX:
-            self._cache.clear()
-        self._cache[digest] = (now + self._ttl, principal)
+        if cached is not None and cached[0] > now and not _expired(cached[1]):
+            principal = cached[1]
+        else:
+            principal = await self._lookup(token, digest)
+            if len(self._cache) > _CACHE_MAX:
+                self._cache.clear()
+            self._cache[digest] = (now + self._ttl, principal)
+        if principal.key_id is not None:
+            self._last_used[principal.key_id] = utcnow_iso()
         return principal
+
+    async def _lookup(self, token: str, digest: str) -> Principal:
+        if token.startswith(API_KEY_PREFIX):
+            key = await self._store.find_api_key(digest)
+            if key is None or not hmac.compare_digest(key.key_hash, digest) or key.revoked_at is not None:
+                self._cache.pop(digest, None)
+                raise ApiError(401, "unauthorized", "invalid or revoked API key")
+            return _key_principal(key)
+        session = await self._store.find_session(digest)
+        if session is None or not hmac.compare_digest(session.token_hash, digest) or session.revoked_at is not None:
+            raise ApiError(401, "unauthorized", "invalid or revoked session: run `voxrouter login`")
+        principal = _session_principal(session)
+        if _expired(principal):
+            raise ApiError(401, "unauthorized", "session expired: run `voxrouter login`")
+        return principal
+
+    def forget(self, token_hash: str) -> None:
+        """Drop a revoked credential from this replica's cache at once."""
+        self._cache.pop(token_hash, None)
+
+    def pending_last_used(self, key_id: str) -> str | None:
+        """A use this replica has seen but not written yet."""
+        return self._last_used.get(key_id)
+
+    async def flush_last_used(self) -> None:
+        """Write the keys' `lastUsedAt` in one batch instead of once per request."""
+        pending, self._last_used = self._last_used, {}
+        if pending:
+            await self._store.touch_api_keys(pending)
+
+
+def _expired(principal: Principal) -> bool:
+    return principal.expires_at is not None and principal.expires_at <= utcnow_iso()

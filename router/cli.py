@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import decimal
+import json
 import sys
+from typing import Awaitable, Callable, TypeVar
 
 import click
 
 from router.settings import Settings
+from router.store.base import Conflict, NewApiKeyRecord, Store
+
+T = TypeVar("T")
 
 MICROS_PER_USD = 1_000_000
 
@@ -44,55 +49,170 @@ def admin() -> None:
     """Offline operator tasks against the configured database."""
 
 
+def _run_admin(fn: Callable[[Store], Awaitable[T]]) -> T:
+    """Open the configured database (migrating it if needed), run `fn`, close it."""
+
+    async def run() -> T:
+        from router.store import open_store
+
+        store = await open_store(Settings.from_env().database_url)
+        try:
+            return await fn(store)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(run())
+    except (Conflict, LookupError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+async def _org_id(store: Store, org: str, create: bool) -> str:
+    if create:
+        return await store.ensure_org(org)
+    found = await store.find_org(org)
+    if found is None:
+        raise LookupError(f"no organization named {org!r}")
+    return found.id
+
+
+@admin.command("create-org")
+@click.argument("name")
+def create_org(name: str) -> None:
+    """Create an organization (with an empty wallet); prints its id."""
+    click.echo(_run_admin(lambda store: store.create_org(name)))
+
+
+@admin.command("create-user")
+@click.option("--org", required=True, help="Organization name (created if new).")
+@click.option("--email", required=True)
+@click.password_option(help="Prompted for when not given; VOXROUTER_ADMIN_PASSWORD also works.", envvar="VOXROUTER_ADMIN_PASSWORD")
+def create_user(org: str, email: str, password: str) -> None:
+    """Create a user who can sign in on the web page and with `voxrouter login`; prints the user id."""
+    from router.accounts import normalize_email
+    from router.passwords import MIN_LENGTH, hash_password_sync
+
+    if len(password) < MIN_LENGTH:
+        raise click.BadParameter(f"use at least {MIN_LENGTH} characters", param_hint="--password")
+    password_hash = hash_password_sync(password)
+
+    async def run(store: Store) -> str:
+        user = await store.create_user(await _org_id(store, org, True), normalize_email(email), password_hash)
+        return user.id
+
+    click.echo(_run_admin(run))
+
+
 @admin.command("create-key")
 @click.option("--org", required=True, help="Organization name (created if new).")
 @click.option("--name", required=True, help="A name for the key.")
+@click.option("--user", "email", default=None, help="Email of the user who owns (and may revoke) the key.")
 @click.option("--credit-usd", default="0", show_default=True, help="Credit to grant the organization.")
-def create_key(org: str, name: str, credit_usd: str) -> None:
+@click.option("--max-concurrency", type=click.IntRange(min=1), default=None)
+@click.option("--daily-limit-usd", default=None, help="Spend cap per UTC day.")
+@click.option("--monthly-limit-usd", default=None, help="Spend cap per UTC month.")
+def create_key(
+    org: str,
+    name: str,
+    email: str | None,
+    credit_usd: str,
+    max_concurrency: int | None,
+    daily_limit_usd: str | None,
+    monthly_limit_usd: str | None,
+) -> None:
     """Create an API key; prints only the secret on stdout (it is never shown again)."""
     credit = usd_to_micros(credit_usd)
-    secret = asyncio.run(_create_key(Settings.from_env(), org, name, credit))
+    daily = usd_to_micros(daily_limit_usd) if daily_limit_usd is not None else None
+    monthly = usd_to_micros(monthly_limit_usd) if monthly_limit_usd is not None else None
+    secret = asyncio.run(_create_key(Settings.from_env(), org, name, credit, email, max_concurrency, daily, monthly))
     click.echo(secret)
 
 
-async def _create_key(settings: Settings, org: str, name: str, credit_micros: int) -> str:
+async def _create_key(
+    settings: Settings,
+    org: str,
+    name: str,
+    credit_micros: int,
+    email: str | None = None,
+    max_concurrency: int | None = None,
+    daily_limit_micros: int | None = None,
+    monthly_limit_micros: int | None = None,
+) -> str:
     from router.auth import new_api_key
     from router.store import open_store
 
     store = await open_store(settings.database_url)
     try:
         org_id = await store.ensure_org(org)
+        user_id = None
+        if email is not None:
+            user = await store.find_user(email.strip().lower())
+            if user is None or user.org_id != org_id:
+                raise click.ClickException(f"no user {email!r} in organization {org!r}")
+            user_id = user.id
         key = new_api_key()
-        record = await store.create_api_key(org_id, name, key.key_hash, key.suffix)
+        record = await store.create_api_key(
+            NewApiKeyRecord(
+                org_id=org_id,
+                name=name,
+                key_hash=key.hash,
+                key_suffix=key.suffix,
+                created_by=user_id,
+                max_concurrency=max_concurrency,
+                daily_limit_micros=daily_limit_micros,
+                monthly_limit_micros=monthly_limit_micros,
+            )
+        )
         if credit_micros:
-            await store.topup(org_id, credit_micros, "admin")
+            await store.topup(org_id, credit_micros, "admin", "granted with the key")
         click.echo(f"created key {record.id} (…{key.suffix}) for {org}; credit +{credit_micros} micro-dollars", err=True)
         return key.secret
     finally:
         await store.close()
 
 
+def _adjust_credit(org: str, micros: int, reason: str) -> None:
+    async def run(store: Store) -> int:
+        return (await store.topup(await _org_id(store, org, False), micros, "admin", reason)).balance_micros
+
+    balance = _run_admin(run)
+    click.echo(f"{org}: balance {balance} micro-dollars", err=True)
+
+
 @admin.command("grant-credit")
 @click.option("--org", required=True)
 @click.option("--usd", required=True, help="Amount in dollars.")
-def grant_credit(org: str, usd: str) -> None:
+@click.option("--reason", required=True, help="Kept on the ledger row.")
+def grant_credit(org: str, usd: str, reason: str) -> None:
     """Top up an organization's wallet (a `topup` ledger row with source `admin`)."""
     micros = usd_to_micros(usd)
     if micros == 0:
         raise click.BadParameter("amount must be positive", param_hint="--usd")
-    balance = asyncio.run(_grant(Settings.from_env(), org, micros))
-    click.echo(f"{org}: balance {balance} micro-dollars", err=True)
+    _adjust_credit(org, micros, reason)
 
 
-async def _grant(settings: Settings, org: str, micros: int) -> int:
-    from router.store import open_store
+@admin.command("revoke-credit")
+@click.option("--org", required=True)
+@click.option("--usd", required=True, help="Amount in dollars.")
+@click.option("--reason", required=True, help="Kept on the ledger row.")
+def revoke_credit(org: str, usd: str, reason: str) -> None:
+    """Take credit back (a negative `topup` row, source `admin`); never below the money on hold."""
+    micros = usd_to_micros(usd)
+    if micros == 0:
+        raise click.BadParameter("amount must be positive", param_hint="--usd")
+    _adjust_credit(org, -micros, reason)
 
-    store = await open_store(settings.database_url)
-    try:
-        org_id = await store.ensure_org(org)
-        return (await store.topup(org_id, micros, "admin")).balance_micros
-    finally:
-        await store.close()
+
+@admin.command("balance")
+@click.option("--org", required=True)
+def balance(org: str) -> None:
+    """Print the wallet as JSON: {balanceMicros, reservedMicros}."""
+
+    async def run(store: Store) -> dict[str, int]:
+        snap = await store.wallet(await _org_id(store, org, False))
+        return {"balanceMicros": snap.balance_micros, "reservedMicros": snap.reserved_micros}
+
+    click.echo(json.dumps(_run_admin(run)))
 
 
 @main.group("engine")

@@ -85,12 +85,24 @@ class CatalogSpec(_Strict):
 
 
 class WalletSpec(_Strict):
-    reservation_ttl_s: int = 900
-    sweep_interval_s: float = 60.0
+    # A hold is renewed by its process every lease/4 while the request runs; a dead
+    # process's holds expire after one lease and are refunded by the next sweep.
+    reservation_lease_s: float = Field(default=60.0, gt=0)
+    sweep_interval_s: float = Field(default=15.0, gt=0)
 
 
 class AuthSpec(_Strict):
     key_cache_ttl_s: float = 5.0
+    last_used_flush_s: float = Field(default=30.0, gt=0)  # keys' lastUsedAt is written in batches
+    allow_registration: bool = True  # POST /v1/auth/register; admins can always create users
+    session_days: int = Field(default=90, gt=0)
+    web_session_hours: int = Field(default=12, gt=0)
+    device_code_ttl_s: int = Field(default=900, gt=0)
+    device_poll_interval_s: int = Field(default=5, ge=1)
+    login_failures_per_email: int = Field(default=5, ge=1)  # per login_window_s
+    login_failures_per_client: int = Field(default=30, ge=1)
+    login_window_s: float = Field(default=900.0, gt=0)
+    public_url: str | None = None  # base of verification_uri; default: the request's own
 
 
 class ServerSpec(_Strict):

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from typing import AsyncIterator, Mapping
+from typing import AsyncIterator, Awaitable, Callable, Mapping
 
 import httpx
 
@@ -16,9 +16,11 @@ from router.auth import Authenticator
 from router.catalog import Catalog
 from router.config import Config
 from router.health import HealthBoard
+from router.limits import ConcurrencySlots
 from router.settings import Settings
 from router.store import open_store
 from router.store.base import Store
+from router.throttle import FailureThrottle
 from router.wallet import Wallet
 
 logger = logging.getLogger("voxrouter")
@@ -33,6 +35,9 @@ class Gateway:
     health: HealthBoard
     catalog: Catalog
     auth: Authenticator
+    slots: ConcurrencySlots
+    login_by_email: FailureThrottle
+    login_by_client: FailureThrottle
 
 
 @contextlib.asynccontextmanager
@@ -46,30 +51,48 @@ async def running_gateway(
         pid: build_provider(pid, spec, transport=(transports or {}).get(pid)) for pid, spec in config.providers.items()
     }
     health = HealthBoard()
-    wallet = Wallet(store, config.wallet.reservation_ttl_s)
+    wallet = Wallet(store, config.wallet.reservation_lease_s)
+    auth = config.auth
     gateway = Gateway(
-        config, store, wallet, providers, health, Catalog(config, providers, health), Authenticator(store, config.auth.key_cache_ttl_s)
+        config=config,
+        store=store,
+        wallet=wallet,
+        providers=providers,
+        health=health,
+        catalog=Catalog(config, providers, health),
+        auth=Authenticator(store, auth.key_cache_ttl_s),
+        slots=ConcurrencySlots(),
+        login_by_email=FailureThrottle(auth.login_failures_per_email, auth.login_window_s),
+        login_by_client=FailureThrottle(auth.login_failures_per_client, auth.login_window_s),
     )
     for provider in providers.values():
         start = getattr(provider, "start", None)  # local engines preload their weights
         if start is not None:
             await start()
-    sweeper = asyncio.create_task(_sweep_forever(wallet, config.wallet.sweep_interval_s))
+    chores = [
+        asyncio.create_task(_every(config.wallet.sweep_interval_s, wallet.sweep_expired, "reservation sweep")),
+        asyncio.create_task(_every(config.wallet.reservation_lease_s / 4, wallet.renew, "reservation renewal")),
+        asyncio.create_task(_every(auth.last_used_flush_s, gateway.auth.flush_last_used, "lastUsedAt flush")),
+    ]
     try:
         yield gateway
     finally:
-        sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
+        for chore in chores:
+            chore.cancel()
+        for chore in chores:
+            with contextlib.suppress(asyncio.CancelledError):
+                await chore
+        with contextlib.suppress(Exception):
+            await gateway.auth.flush_last_used()
         for provider in providers.values():
             await provider.aclose()
         await store.close()
 
 
-async def _sweep_forever(wallet: Wallet, interval_s: float) -> None:
+async def _every(interval_s: float, chore: Callable[[], Awaitable[object]], name: str) -> None:
     while True:
         try:
-            await wallet.sweep_expired()
+            await chore()
         except Exception:
-            logger.exception("reservation sweep failed")
+            logger.exception("%s failed", name)
         await asyncio.sleep(interval_s)

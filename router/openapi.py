@@ -22,9 +22,12 @@ from router.app import ROUTES
 _ERRORS = {
     400: "invalid_body or invalid_model",
     401: "unauthorized",
-    402: "insufficient_credit",
+    402: "insufficient_credit or spend_limit_exceeded",
+    403: "forbidden or registration_closed",
     404: "not_found",
+    409: "conflict",
     413: "invalid_body (body too large)",
+    429: "rate_limited or concurrency_limited (Retry-After)",
     500: "internal_error",
     502: "upstream_error",
     503: "provider_unavailable",
@@ -40,8 +43,15 @@ class Operation:
     body: type[BaseModel] | None = None
     query: tuple[dict[str, Any], ...] = ()
     errors: tuple[int, ...] = (401, 500)
+    security: tuple[str, ...] = ("apiKey",)  # any of these; () for public routes
+    status: int = 200
+    path_params: tuple[str, ...] = ()
+    notes: tuple[tuple[int, str], ...] = ()  # error descriptions that differ from _ERRORS
 
 
+_SESSION = ("session",)
+_ANY = ("apiKey", "session")
+_POLL_400 = "invalid_body, or an RFC 8628 state: authorization_pending, slow_down, expired_token, access_denied, invalid_device_code"
 _LIMIT = {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}}
 
 OPERATIONS: dict[tuple[str, str], Operation] = {
@@ -68,6 +78,51 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("/v1/credits/activity", "get"): Operation(
         "listCreditActivity", "Ledger rows, newest first.", ("array", schemas.ActivityOut), query=(_LIMIT,), errors=(400, 401, 500)
     ),
+    ("/v1/usage", "get"): Operation(
+        "getUsage",
+        "Requests, cost and errors over the last `days`, with the `limit` most recent requests.",
+        schemas.UsageOut,
+        query=(
+            {"name": "days", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 365, "default": 30}},
+            {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 20}},
+        ),
+        errors=(400, 401, 500),
+        security=_ANY,
+    ),
+    ("/v1/auth/register", "post"): Operation(
+        "register", "Create an organization and its first user; returns a session.", schemas.RegisterOut,
+        body=schemas.RegisterRequest, errors=(400, 403, 409, 413, 500), security=(), status=201,
+    ),
+    ("/v1/auth/login", "post"): Operation(
+        "login", "Email and password to a session (rate-limited per email and client).", schemas.SessionOut,
+        body=schemas.LoginRequest, errors=(400, 401, 413, 429, 500), security=(),
+    ),
+    ("/v1/auth/device-code", "post"): Operation(
+        "createDeviceCode", "Start an RFC 8628 device login.", schemas.DeviceCodeOut, errors=(500,), security=()
+    ),
+    ("/v1/auth/poll", "post"): Operation(
+        "pollDeviceCode", "Poll a device login; a session once the user approved.", schemas.SessionOut,
+        body=schemas.PollRequest, errors=(400, 413, 500), security=(), notes=((400, _POLL_400),),
+    ),
+    ("/v1/auth/device/approve", "post"): Operation(
+        "decideDeviceCode", "Approve (or deny) a pending device login as the signed-in user.", schemas.DeviceDecisionOut,
+        body=schemas.DeviceDecision, errors=(400, 401, 404, 413, 500), security=_SESSION,
+    ),
+    ("/v1/auth/whoami", "get"): Operation("whoami", "Who the credentials belong to.", schemas.WhoAmIOut, security=_ANY),
+    ("/v1/auth/logout", "post"): Operation(
+        "logout", "Revoke the calling session (idempotent).", schemas.LogoutOut, security=_SESSION
+    ),
+    ("/v1/keys", "get"): Operation(
+        "listKeys", "The organization's API keys (no secrets).", ("array", schemas.KeyOut), security=_SESSION
+    ),
+    ("/v1/keys", "post"): Operation(
+        "createKey", "Mint an API key; the secret is shown only in this response.", schemas.CreatedKeyOut,
+        body=schemas.CreateKeyRequest, errors=(400, 401, 413, 500), security=_SESSION, status=201,
+    ),
+    ("/v1/keys/{key_id}", "delete"): Operation(
+        "revokeKey", "Revoke a key; only its creator may.", schemas.RevokedKeyOut,
+        errors=(401, 403, 404, 500), security=_SESSION, path_params=("key_id",),
+    ),
 }
 
 _MODELS: list[type[BaseModel]] = [
@@ -80,7 +135,30 @@ _MODELS: list[type[BaseModel]] = [
     schemas.ActivityOut,
     schemas.SpeechAudioDelta,
     schemas.SpeechAudioDone,
+    schemas.UsageOut,
+    schemas.RegisterRequest,
+    schemas.RegisterOut,
+    schemas.LoginRequest,
+    schemas.SessionOut,
+    schemas.DeviceCodeOut,
+    schemas.PollRequest,
+    schemas.DeviceDecision,
+    schemas.DeviceDecisionOut,
+    schemas.WhoAmIOut,
+    schemas.LogoutOut,
+    schemas.CreateKeyRequest,
+    schemas.KeyOut,
+    schemas.CreatedKeyOut,
+    schemas.RevokedKeyOut,
 ]
+_REQUEST_MODELS = {
+    schemas.SpeechRequest,
+    schemas.RegisterRequest,
+    schemas.LoginRequest,
+    schemas.PollRequest,
+    schemas.DeviceDecision,
+    schemas.CreateKeyRequest,
+}
 
 _AUDIO_TYPES = ["audio/mpeg", "audio/ogg", "audio/aac", "audio/flac", "audio/wav", "audio/l16"]
 
@@ -96,9 +174,10 @@ def _response_schema(response: Any) -> dict[str, Any]:
 
 
 def _operation(op: Operation) -> dict[str, Any]:
-    out: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary, "security": [{"bearerAuth": []}]}
-    if op.query:
-        out["parameters"] = list(op.query)
+    out: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary, "security": [{name: []} for name in op.security]}
+    parameters = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in op.path_params]
+    if parameters or op.query:
+        out["parameters"] = parameters + list(op.query)
     if op.body is not None:
         out["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(op.body)}}}
     if op.response == "audio":
@@ -115,10 +194,10 @@ def _operation(op: Operation) -> dict[str, Any]:
         }
     else:
         ok = {"description": "OK", "content": {"application/json": {"schema": _response_schema(op.response)}}}
-    responses: dict[Any, Any] = {"200": ok}
+    responses: dict[Any, Any] = {str(op.status): ok}
     for status in op.errors:
         responses[str(status)] = {
-            "description": _ERRORS[status],
+            "description": dict(op.notes).get(status, _ERRORS[status]),
             "content": {"application/json": {"schema": _ref(schemas.ErrorBody)}},
         }
     out["responses"] = responses
@@ -130,7 +209,7 @@ def build_spec() -> dict[str, Any]:
     if routed != set(OPERATIONS):
         raise RuntimeError(f"routes and OpenAPI operations differ: {sorted(routed ^ set(OPERATIONS))}")
     _, definitions = models_json_schema(
-        [(model, "validation" if model is schemas.SpeechRequest else "serialization") for model in _MODELS],
+        [(model, "validation" if model in _REQUEST_MODELS else "serialization") for model in _MODELS],
         ref_template="#/components/schemas/{model}"
     )
     paths: dict[str, dict[str, Any]] = {}
@@ -147,7 +226,10 @@ def build_spec() -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": definitions.get("$defs", {}),
-            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "description": "pk_... API key"}},
+            "securitySchemes": {
+                "apiKey": {"type": "http", "scheme": "bearer", "description": "pk_... API key"},
+                "session": {"type": "http", "scheme": "bearer", "description": "vr_session_... from the device login"},
+            },
         },
     }
 

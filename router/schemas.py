@@ -103,3 +103,127 @@ class SpeechUsage(_Body):
 class SpeechAudioDone(_Body):
     type: Literal["speech.audio.done"] = "speech.audio.done"
     usage: SpeechUsage
+
+
+# --- accounts -----------------------------------------------------------------------------
+
+
+class RegisterRequest(_Body):
+    email: str = Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")
+    password: str = Field(min_length=8, max_length=1024)
+    organization: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class LoginRequest(_Body):
+    email: str = Field(min_length=1, max_length=254)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class SessionOut(_Body):
+    session_token: str
+    expires_at: str
+    user_id: str
+
+
+class RegisterOut(SessionOut):
+    org_id: str
+
+
+class DeviceCodeOut(_Body):
+    device_code: str
+    user_code: str
+    verification_uri: str
+    verification_uri_complete: str
+    expires_in: int
+    interval: int
+
+
+class PollRequest(_Body):
+    device_code: str = Field(min_length=1, max_length=256)
+
+
+class DeviceDecision(_Body):
+    user_code: str = Field(min_length=1, max_length=32)
+    approve: bool = True
+
+
+class DeviceDecisionOut(_Body):
+    user_code: str
+    state: Literal["approved", "denied"]
+
+
+class WhoAmIOut(_Body):
+    user_id: str | None
+    auth: Literal["api_key", "session"]
+    expires_at: str | None = None
+    org_id: str
+    email: str | None = None
+
+
+class LogoutOut(_Body):
+    revoked: bool
+
+
+class CreateKeyRequest(_Body):
+    name: str = Field(min_length=1, max_length=100)
+    max_concurrency: int | None = Field(default=None, ge=1, le=10_000, alias="maxConcurrency")
+    daily_limit_micros: int | None = Field(default=None, ge=0, le=10**15, alias="dailyLimitMicros")
+    monthly_limit_micros: int | None = Field(default=None, ge=0, le=10**15, alias="monthlyLimitMicros")
+
+
+class KeyOut(_Body):
+    id: str
+    name: str
+    key_suffix: str = Field(alias="keySuffix")
+    max_concurrency: int | None = Field(alias="maxConcurrency")
+    created_at: str = Field(alias="createdAt")
+    last_used_at: str | None = Field(alias="lastUsedAt")
+    daily_limit_micros: int | None = Field(alias="dailyLimitMicros")
+    monthly_limit_micros: int | None = Field(alias="monthlyLimitMicros")
+    created_by: str | None = Field(alias="createdBy")
+
+
+class CreatedKeyOut(_Body):
+    key: KeyOut
+    secret: str
+
+
+class RevokedKeyOut(_Body):
+    id: str
+    revoked: bool
+
+
+# --- usage --------------------------------------------------------------------------------
+
+
+class UsageTotals(_Body):
+    requests: int
+    cost_micros: int = Field(alias="costMicros")
+    error_count: int = Field(alias="errorCount")
+
+
+class ProviderUsage(_Body):
+    provider: str
+    requests: int
+    cost_micros: int = Field(alias="costMicros")
+
+
+class ErrorCodeCount(_Body):
+    code: str
+    count: int
+
+
+class RecentUsage(_Body):
+    created_at: str = Field(alias="createdAt")
+    status: int | None
+    provider: str | None
+    model: str | None
+    cost_micros: int = Field(alias="costMicros")
+    code: str | None
+
+
+class UsageOut(_Body):
+    totals: UsageTotals
+    by_provider: list[ProviderUsage] = Field(alias="byProvider")
+    by_error_code: list[ErrorCodeCount] = Field(alias="byErrorCode")
+    recent: list[RecentUsage]

@@ -1,6 +1,6 @@
 """An ASGI response that streams an async iterator and stops it when the client leaves.
 
-Unlike a plain streaming response it always closes the iterator before returning, so
+Unlike a plain streaming response it always starts and closes the iterator, so
 the code after audio (settling the wallet, closing the upstream request) runs at once,
 whether the stream ended, failed, or the client disconnected.
 """
@@ -38,8 +38,13 @@ class AudioStreamResponse:
                 tg.cancel_scope.cancel()
 
     async def _stream(self, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.headers})
         async with contextlib.aclosing(self.body) as body:  # type: ignore[type-var]
-            async for chunk in body:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            # Start the body before the headers go out: a generator that never started
+            # would skip its own clean-up if the client vanished during the first send.
+            first = await anext(body, None)
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.headers})
+            if first is not None:
+                await send({"type": "http.response.body", "body": first, "more_body": True})
+                async for chunk in body:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})

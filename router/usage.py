@@ -1,12 +1,15 @@
-"""`GET /v1/credits` and `GET /v1/credits/activity`."""
+"""`GET /v1/credits`, `GET /v1/credits/activity` (API key) and `GET /v1/usage` (key or session)."""
 
 from __future__ import annotations
+
+import datetime as dt
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from router.errors import ApiError
-from router.schemas import ActivityOut, CreditsOut
+from router.schemas import ActivityOut, CreditsOut, ErrorCodeCount, ProviderUsage, RecentUsage, UsageOut, UsageTotals
+from router.store.base import iso, utcnow
 
 
 def int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
@@ -46,3 +49,23 @@ async def credit_activity(request: Request) -> Response:
         for r in rows
     ]
     return JSONResponse(body)
+
+
+async def usage_report(request: Request) -> Response:
+    gateway = request.app.state.gateway
+    principal = await gateway.auth.any(request)
+    days = int_param(request, "days", 30, 1, 365)
+    limit = int_param(request, "limit", 20, 1, 1000)
+    summary = await gateway.store.usage_summary(principal.org_id, iso(utcnow() - dt.timedelta(days=days)), limit)
+    body = UsageOut(
+        totals=UsageTotals(requests=summary.requests, cost_micros=summary.cost_micros, error_count=summary.error_count),
+        by_provider=[ProviderUsage(provider=p, requests=n, cost_micros=c) for p, n, c in summary.by_provider],
+        by_error_code=[ErrorCodeCount(code=code, count=n) for code, n in summary.by_error_code],
+        recent=[
+            RecentUsage(
+                created_at=r.created_at, status=r.status, provider=r.provider, model=r.model, cost_micros=r.cost_micros, code=r.error_code
+            )
+            for r in summary.recent
+        ],
+    )
+    return JSONResponse(body.model_dump(by_alias=True))

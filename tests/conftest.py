@@ -17,6 +17,7 @@ from router.app import create_app  # noqa: E402
 from router.cli import _create_key  # noqa: E402
 from router.config import Config, load_config  # noqa: E402
 from router.settings import Settings  # noqa: E402
+from tests.databases import ENGINES, fresh_database, postgres_unavailable  # noqa: E402
 from tests.emulators import cartesia_emu, elevenlabs_emu, openai_emu  # noqa: E402
 from tests.emulators.behaviour import EmulatorState  # noqa: E402
 from tests.emulators.server import LoopbackServer  # noqa: E402
@@ -90,16 +91,37 @@ class Gateway:
 
 
 @contextlib.contextmanager
-def running_gateway(tmp_path: Path, config: Config) -> Iterator[Gateway]:
-    """A live gateway on a loopback port with its own SQLite file."""
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'gateway.db'}", config=config)
+def running_gateway(tmp_path: Path, config: Config, database_url: str | None = None) -> Iterator[Gateway]:
+    """A live gateway on a loopback port with its own database (a SQLite file by default)."""
+    settings = Settings(database_url=database_url or f"sqlite:///{tmp_path / 'gateway.db'}", config=config)
     with LoopbackServer(create_app(settings), lifespan="on") as server:
         yield Gateway(server, settings)
 
 
+def _engine(request: pytest.FixtureRequest) -> str:
+    engine = request.param
+    if engine == "postgres" and (reason := postgres_unavailable()):
+        pytest.skip(reason)
+    return engine
+
+
+@pytest.fixture(scope="session", params=ENGINES)
+def database_engine(request: pytest.FixtureRequest) -> str:
+    """Every test that touches the database runs once per engine."""
+    return _engine(request)
+
+
+@pytest.fixture
+def database_url(database_engine: str, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database of the current engine for one test."""
+    with fresh_database(database_engine, tmp_path) as url:
+        yield url
+
+
 @pytest.fixture(scope="session")
-def gateway(emulators: dict[str, Emulator], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    with running_gateway(tmp_path_factory.mktemp("gw"), emulated_config(emulators)) as running:
+def gateway(emulators: dict[str, Emulator], database_engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    tmp = tmp_path_factory.mktemp("gw")
+    with fresh_database(database_engine, tmp) as url, running_gateway(tmp, emulated_config(emulators), url) as running:
         yield running
 
 

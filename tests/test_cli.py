@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -45,8 +46,18 @@ def test_bad_credit_amount_is_a_usage_error(tmp_path):
     assert result.returncode == 2
 
 
-def test_grant_credit(tmp_path):
+def test_grant_and_revoke_credit_with_a_reason(tmp_path):
     db = str(tmp_path / "g.db")
-    assert _voxrouter("admin", "grant-credit", "--org", "acme", "--usd", "2.5", db=db).returncode == 0
+    unknown = _voxrouter("admin", "grant-credit", "--org", "acme", "--usd", "2.5", "--reason", "promo", db=db)
+    assert unknown.returncode == 1 and "no organization named 'acme'" in unknown.stderr
+    assert _voxrouter("admin", "create-org", "acme", db=db).stdout.startswith("org_")
+    assert _voxrouter("admin", "grant-credit", "--org", "acme", "--usd", "2.5", "--reason", "promo", db=db).returncode == 0
+    assert _voxrouter("admin", "revoke-credit", "--org", "acme", "--usd", "1", "--reason", "chargeback", db=db).returncode == 0
+    too_much = _voxrouter("admin", "revoke-credit", "--org", "acme", "--usd", "2", "--reason", "oops", db=db)
+    assert too_much.returncode == 1 and "more than the available balance" in too_much.stderr
+    assert _voxrouter("admin", "grant-credit", "--org", "acme", "--usd", "1", db=db).returncode == 2  # no reason
+    balance = _voxrouter("admin", "balance", "--org", "acme", db=db)
+    assert json.loads(balance.stdout) == {"balanceMicros": 1_500_000, "reservedMicros": 0}
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT balance_micros FROM wallets").fetchone()[0] == 2_500_000
+        rows = conn.execute("SELECT kind, micros_delta, source, note FROM ledger ORDER BY id").fetchall()
+    assert rows == [("topup", 2_500_000, "admin", "promo"), ("topup", -1_000_000, "admin", "chargeback")]

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
+import datetime as dt
 import time
+import uuid
 
 import anyio
 import httpx
 import pytest
 
 from router.config import estimate_cost_micros
-from router.store.sqlite import SQLiteStore
-from router.wallet import InsufficientCredit, Wallet
+from router.store import open_store
+from router.store.base import NewApiKeyRecord, UsageStart
+from router.wallet import InsufficientCredit, SpendLimitExceeded, Wallet, spend_limits
 from tests.audio_checks import decoded_duration_s
+from tests.databases import query
 
 pytestmark = pytest.mark.anyio
 
@@ -23,14 +26,14 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def _ledger_sums(db_path: str, org_name: str) -> dict[str, tuple[int, int]]:
-    with sqlite3.connect(db_path) as db:
-        rows = db.execute(
-            "SELECT l.kind, COUNT(*), COALESCE(SUM(l.micros_delta), 0) FROM ledger l JOIN orgs o ON o.id = l.org_id"
-            " WHERE o.name = ? GROUP BY l.kind",
-            (org_name,),
-        ).fetchall()
-    return {kind: (count, total) for kind, count, total in rows}
+def _ledger_sums(database_url: str, org_name: str) -> dict[str, tuple[int, int]]:
+    rows = query(
+        database_url,
+        "SELECT l.kind, COUNT(*), COALESCE(SUM(l.micros_delta), 0) FROM ledger l JOIN orgs o ON o.id = l.org_id"
+        " WHERE o.name = ? GROUP BY l.kind",
+        org_name,
+    )
+    return {kind: (int(count), int(total)) for kind, count, total in rows}
 
 
 async def test_200_concurrent_requests_against_a_wallet_for_50(gateway, emulators):
@@ -58,7 +61,7 @@ async def test_200_concurrent_requests_against_a_wallet_for_50(gateway, emulator
         assert all(size == 9_600 for status, size in results if status == 200)
         credits = (await client.get("/v1/credits")).json()
     assert credits == {"balanceMicros": credit - 50 * cost, "reservedMicros": 0}
-    sums = _ledger_sums(gateway.settings.database_url.removeprefix("sqlite:///"), org)
+    sums = _ledger_sums(gateway.settings.database_url, org)
     assert sums["topup"] == (1, credit)
     assert sums["reserve"] == (50, -50 * cost)
     assert sums["commit"] == (50, -50 * cost)
@@ -118,46 +121,82 @@ def test_connection_reset_mid_stream_ends_cleanly_and_refunds(gateway, emulators
     assert credits == {"balanceMicros": 5_000_000, "reservedMicros": 0}
 
 
-async def test_settlement_happens_exactly_once(tmp_path):
-    store = SQLiteStore(f"sqlite:///{tmp_path / 'w.db'}")
-    await store.open()
+def _usage(org_id: str) -> UsageStart:
+    return UsageStart(request_id=f"req_{uuid.uuid4().hex}", org_id=org_id, key_id=None, provider="p", model="p/m", characters=3)
+
+
+async def test_settlement_happens_exactly_once(database_url):
+    store = await open_store(database_url)
     try:
         org = await store.ensure_org("acme")
         await store.topup(org, 1_000, "admin")
-        wallet = Wallet(store, reservation_ttl_s=60)
-        reservation = await wallet.reserve(org, 600)
+        wallet = Wallet(store, lease_s=60)
+        reservation = await wallet.reserve(_usage(org), 600)
         with pytest.raises(InsufficientCredit):
-            await wallet.reserve(org, 401)
+            await wallet.reserve(_usage(org), 401)
         await reservation.commit(250)
         with pytest.raises(RuntimeError):
             await reservation.refund()
-        assert await store.refund(reservation.id, "again") is False
-        assert await store.commit(reservation.id, 600, "again") is False
+        assert await store.settle(reservation.id, None, "again", None) is False
+        assert await store.settle(reservation.id, 600, "again", None) is False
         snap = await wallet.snapshot(org)
         assert (snap.balance_micros, snap.reserved_micros) == (750, 0)
-        over = await wallet.reserve(org, 700)
+        over = await wallet.reserve(_usage(org), 700)
         await over.commit(10_000)  # a charge never exceeds its hold
         assert (await wallet.snapshot(org)).balance_micros == 50
+        assert wallet.held == set()
     finally:
         await store.close()
 
 
-async def test_sweeper_refunds_only_expired_holds(tmp_path):
-    store = SQLiteStore(f"sqlite:///{tmp_path / 'w.db'}")
-    await store.open()
+async def test_sweeper_refunds_only_holds_whose_process_stopped_renewing(database_url):
+    store = await open_store(database_url)
     try:
         org = await store.ensure_org("acme")
         await store.topup(org, 1_000, "admin")
-        crashed = Wallet(store, reservation_ttl_s=0)
-        live = Wallet(store, reservation_ttl_s=600)
-        await crashed.reserve(org, 300)
-        alive = await live.reserve(org, 200)
-        await asyncio.sleep(0.01)
+        crashed = Wallet(store, lease_s=0.05)  # reserves, then never renews: a killed process
+        live = Wallet(store, lease_s=0.05)
+        await crashed.reserve(_usage(org), 300)
+        alive = await live.reserve(_usage(org), 200)
+        await asyncio.sleep(0.1)
+        await live.renew()
         assert await live.sweep_expired() == 1
         snap = await live.snapshot(org)
         assert (snap.balance_micros, snap.reserved_micros) == (1_000, 200)
+        await asyncio.sleep(0.1)  # expired again, but this process still owns it
+        assert await live.sweep_expired() == 0
         await alive.commit(200)
         assert await live.sweep_expired() == 0
         assert (await live.snapshot(org)).balance_micros == 800
+    finally:
+        await store.close()
+
+
+async def test_spend_caps_hold_estimates_and_settle_to_actual(database_url):
+    store = await open_store(database_url)
+    try:
+        org = await store.ensure_org("acme")
+        await store.topup(org, 10_000, "admin")
+        wallet = Wallet(store, lease_s=60)
+        key = await store.create_api_key(NewApiKeyRecord(org_id=org, name="capped", key_hash="h" * 64, key_suffix="abcd"))
+        limits = spend_limits(key.id, 1_000, 1_500)
+        first = await wallet.reserve(_usage(org), 800, limits)
+        with pytest.raises(SpendLimitExceeded) as daily:
+            await wallet.reserve(_usage(org), 300, limits)
+        assert daily.value.period == "daily"
+        await first.commit(500)  # the cap counts what was charged, not the estimate
+        second = await wallet.reserve(_usage(org), 500, limits)
+        await second.refund()
+        with pytest.raises(SpendLimitExceeded) as monthly:
+            await wallet.reserve(_usage(org), 1_001, spend_limits(key.id, None, 1_500))
+        assert monthly.value.period == "monthly"
+        later = dt.datetime(2099, 1, 2, tzinfo=dt.timezone.utc)  # a new day and a new month
+        tomorrow = spend_limits(key.id, 1_000, 1_500, later)
+        with pytest.raises(SpendLimitExceeded):
+            await wallet.reserve(_usage(org), 1_001, tomorrow)
+        other_month = await wallet.reserve(_usage(org), 1_000, tomorrow)
+        await other_month.commit(1_000)
+        assert (await wallet.snapshot(org)).balance_micros == 10_000 - 500 - 1_000
+        assert wallet.held == set()
     finally:
         await store.close()

@@ -6,12 +6,18 @@ from router.store.base import Store
 
 
 async def open_store(url: str) -> Store:
+    """`sqlite:///path.db` (the embedded default) or `postgresql://user@host:5432/db`."""
+    store: Store
     if url.startswith("sqlite:"):
         from router.store.sqlite import SQLiteStore
 
-        store: Store = SQLiteStore(url)
+        store = SQLiteStore(url)
+    elif url.startswith(("postgresql:", "postgres:")):
+        from router.store.postgres import PostgresStore
+
+        store = PostgresStore(url)
     else:
         scheme = url.split(":", 1)[0]
-        raise ValueError(f"unsupported database URL scheme {scheme!r}: use sqlite:///path")
+        raise ValueError(f"unsupported database URL scheme {scheme!r}: use sqlite:///path or postgresql://host/db")
     await store.open()
     return store

@@ -1,14 +1,55 @@
-"""The storage interface the gateway needs; one implementation per database engine."""
+"""What the gateway keeps in its database: records, and the store interface over them."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from typing import Protocol
+from typing import Literal, Protocol
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def iso(moment: dt.datetime) -> str:
+    """UTC, millisecond ISO 8601 with a Z: sorts as text, so both databases compare it as text."""
+    return moment.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def utcnow_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso(utcnow())
+
+
+class Conflict(Exception):
+    """A unique value (organization name, email) is already taken."""
+
+
+@dataclasses.dataclass(frozen=True)
+class OrgRecord:
+    id: str
+    name: str
+    created_at: str
+
+
+@dataclasses.dataclass(frozen=True)
+class UserRecord:
+    id: str
+    org_id: str
+    email: str
+    password_hash: str | None
+    created_at: str
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionRecord:
+    id: str
+    user_id: str
+    org_id: str
+    token_hash: str
+    kind: str  # cli | web
+    created_at: str
+    expires_at: str
+    revoked_at: str | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,6 +62,22 @@ class ApiKeyRecord:
     max_concurrency: int | None
     created_at: str
     revoked_at: str | None
+    created_by: str | None = None
+    daily_limit_micros: int | None = None
+    monthly_limit_micros: int | None = None
+    last_used_at: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class NewApiKeyRecord:
+    org_id: str
+    name: str
+    key_hash: str
+    key_suffix: str
+    created_by: str | None = None
+    max_concurrency: int | None = None
+    daily_limit_micros: int | None = None
+    monthly_limit_micros: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,35 +99,164 @@ class LedgerRow:
     source: str
 
 
+@dataclasses.dataclass(frozen=True)
+class SpendLimits:
+    """A key's caps and the calendar periods (UTC) they count in."""
+
+    key_id: str
+    day: str  # "2026-11-21"
+    month: str  # "2026-11"
+    daily_micros: int | None
+    monthly_micros: int | None
+
+
+ReserveOutcome = Literal["reserved", "insufficient_credit", "daily_limit", "monthly_limit"]
+
+
+@dataclasses.dataclass(frozen=True)
+class UsageStart:
+    """The part of a usage row known when a request is admitted."""
+
+    request_id: str
+    org_id: str
+    key_id: str | None
+    provider: str | None
+    model: str | None
+    characters: int
+
+
+@dataclasses.dataclass(frozen=True)
+class UsageEnd:
+    status: int
+    error_code: str | None
+    cost_micros: int
+    latency_ms: int
+    attempts: str = "[]"  # JSON list of {provider, outcome}
+
+
+@dataclasses.dataclass(frozen=True)
+class UsageRow:
+    created_at: str
+    status: int | None
+    provider: str | None
+    model: str | None
+    cost_micros: int
+    error_code: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class UsageSummary:
+    requests: int
+    cost_micros: int
+    error_count: int
+    by_provider: list[tuple[str, int, int]]  # provider, requests, cost
+    by_error_code: list[tuple[str, int]]
+    recent: list[UsageRow]
+
+
+DevicePollOutcome = Literal["approved", "authorization_pending", "slow_down", "expired_token", "access_denied", "invalid_device_code"]
+
+
+@dataclasses.dataclass(frozen=True)
+class DevicePoll:
+    outcome: DevicePollOutcome
+    interval_s: int
+    user_id: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceCodeRecord:
+    id: str
+    user_code: str
+    expires_at_ms: int
+    state: str
+    user_id: str | None
+
+
 class Store(Protocol):
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...
 
+    async def ping(self) -> None: ...
+
+    # --- organizations and users ---
     async def ensure_org(self, name: str) -> str: ...
 
-    async def create_api_key(self, org_id: str, name: str, key_hash: str, key_suffix: str) -> ApiKeyRecord: ...
+    async def create_org(self, name: str) -> str: ...
+
+    async def find_org(self, name: str) -> OrgRecord | None: ...
+
+    async def create_user(self, org_id: str, email: str, password_hash: str | None) -> UserRecord: ...
+
+    async def create_account(self, org_name: str, email: str, password_hash: str | None) -> UserRecord: ...
+
+    async def find_user(self, email: str) -> UserRecord | None: ...
+
+    async def get_user(self, user_id: str) -> UserRecord | None: ...
+
+    # --- sessions and device login ---
+    async def create_session(self, user_id: str, token_hash: str, kind: str, expires_at: str) -> SessionRecord: ...
+
+    async def find_session(self, token_hash: str) -> SessionRecord | None: ...
+
+    async def revoke_session(self, token_hash: str) -> bool: ...
+
+    async def create_device_code(self, device_code_hash: str, user_code: str, expires_at_ms: int, interval_s: int) -> None: ...
+
+    async def find_device_code(self, user_code: str) -> DeviceCodeRecord | None: ...
+
+    async def decide_device_code(self, user_code: str, user_id: str, approve: bool, now_ms: int) -> bool:
+        """Approve or deny a pending, unexpired code; False if it is not one."""
+        ...
+
+    async def poll_device_code(
+        self, device_code_hash: str, now_ms: int, session_hash: str, session_expires_at: str
+    ) -> DevicePoll:
+        """RFC 8628 polling; on approval the session is created and the code consumed, atomically."""
+        ...
+
+    # --- API keys ---
+    async def create_api_key(self, new: NewApiKeyRecord) -> ApiKeyRecord: ...
 
     async def find_api_key(self, key_hash: str) -> ApiKeyRecord | None: ...
 
-    async def topup(self, org_id: str, micros: int, source: str) -> WalletSnapshot: ...
+    async def list_api_keys(self, org_id: str) -> list[ApiKeyRecord]: ...
+
+    async def get_api_key(self, org_id: str, key_id: str) -> ApiKeyRecord | None: ...
+
+    async def revoke_api_key(self, key_id: str) -> bool: ...
+
+    async def touch_api_keys(self, last_used: dict[str, str]) -> None: ...
+
+    # --- wallet and ledger ---
+    async def topup(self, org_id: str, micros: int, source: str, note: str | None = None) -> WalletSnapshot: ...
 
     async def reserve(
-        self, org_id: str, reservation_id: str, micros: int, source: str, expires_at_ms: int
-    ) -> WalletSnapshot | None:
-        """Hold `micros` if available; None (and nothing written) when it is not."""
+        self,
+        reservation_id: str,
+        micros: int,
+        expires_at_ms: int,
+        usage: UsageStart,
+        limits: SpendLimits | None = None,
+        source: str = "speech",
+    ) -> ReserveOutcome:
+        """Hold `micros` if the wallet and the key's caps allow; nothing is written when they don't."""
         ...
 
-    async def commit(self, reservation_id: str, actual_micros: int, source: str) -> bool:
-        """Charge up to the held amount and release the hold; False if already settled."""
+    async def settle(self, reservation_id: str, charge_micros: int | None, source: str, usage: UsageEnd | None) -> bool:
+        """Commit (charge up to the hold) or refund (charge None) and finish the usage row;
+        False if already settled."""
         ...
 
-    async def refund(self, reservation_id: str, source: str) -> bool:
-        """Release the hold without charge; False if already settled."""
-        ...
+    async def record_usage(self, start: UsageStart, end: UsageEnd) -> None: ...
+
+    async def renew_reservations(self, reservation_ids: list[str], expires_at_ms: int) -> None: ...
 
     async def expired_reservations(self, now_ms: int) -> list[str]: ...
 
     async def wallet(self, org_id: str) -> WalletSnapshot: ...
 
     async def activity(self, org_id: str, limit: int) -> list[LedgerRow]: ...
+
+    async def usage_summary(self, org_id: str, since: str, limit: int) -> UsageSummary: ...
