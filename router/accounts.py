@@ -60,8 +60,10 @@ def normalize_email(email: str) -> str:
 
 def normalize_user_code(raw: str) -> str:
     """Accept what a person types: any case, with or without the dash or spaces."""
-    letters = re.sub(r"[^A-Za-z]", "", raw).upper()
-    return f"{letters[:4]}-{letters[4:]}" if len(letters) == 8 else letters
+    letters = re.sub(r"[\s-]", "", raw).upper()
+    if len(letters) == 8 and all(c in USER_CODE_ALPHABET for c in letters):
+        return f"{letters[:4]}-{letters[4:]}"
+    return letters  # matches no code: a typo is not silently repaired into another code
 
 
 def client_address(request: Request) -> str:
@@ -187,7 +189,7 @@ async def whoami(request: Request) -> Response:
         org_id=principal.org_id,
         email=user.email if user else None,
     )
-    return _json(out.model_dump(exclude_none=principal.auth == "api_key"))
+    return _json(out.model_dump(exclude={"expires_at"} if principal.auth == "api_key" else None))
 
 
 async def logout(request: Request) -> Response:
@@ -259,7 +261,7 @@ async def delete_key(request: Request) -> Response:
 
 
 async def _own_org_key(gateway: Gateway, principal: Principal, key_id: str) -> ApiKeyRecord:
-    record = await gateway.store.get_api_key(principal.org_id, key_id)
+    record = await gateway.store.get_api_key(principal.org_id, key_id) if "\x00" not in key_id else None
     if record is None or record.revoked_at is not None:
         # Another organization's key is as absent as a key that never existed.
         raise ApiError(404, "not_found", f"no key {key_id!r} in your organization")

@@ -13,7 +13,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from router import accounts, catalog, speech, usage
+from router import accounts, catalog, speech, usage, web
 from router.errors import EXCEPTION_HANDLERS
 from router.gateway import running_gateway
 from router.settings import Settings
@@ -36,6 +36,11 @@ ROUTES = [
     Route("/v1/keys", accounts.list_keys, methods=["GET"]),
     Route("/v1/keys", accounts.create_key, methods=["POST"]),
     Route("/v1/keys/{key_id}", accounts.delete_key, methods=["DELETE"]),
+    # The device-login page for people (HTML, not part of the API).
+    Route("/device", web.device_page, methods=["GET"], include_in_schema=False),
+    Route("/device/login", web.device_login, methods=["POST"], include_in_schema=False),
+    Route("/device/decide", web.device_decide, methods=["POST"], include_in_schema=False),
+    Route("/device/logout", web.device_logout, methods=["POST"], include_in_schema=False),
 ]
 
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

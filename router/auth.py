@@ -116,6 +116,15 @@ class Authenticator:
             raise ApiError(401, "unauthorized", f"missing bearer token: send Authorization: Bearer {wanted}")
         if not token.startswith(prefixes):
             raise ApiError(401, "unauthorized", f"this route takes {' or '.join(f'{p}...' for p in prefixes)} credentials")
+        return await self._principal(token)
+
+    async def session_token(self, token: str) -> Principal:
+        """A session that came some other way than the Authorization header (the device page's cookie)."""
+        if not token.startswith(SESSION_PREFIX):
+            raise ApiError(401, "unauthorized", "not a session token")
+        return await self._principal(token)
+
+    async def _principal(self, token: str) -> Principal:
         digest = hash_secret(token)
         now = time.monotonic()
         cached = self._cache.get(digest)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
@@ -24,9 +24,23 @@ async def read_body(request: Request, model: type[M], max_bytes: int) -> M:
             raise ApiError(413, "invalid_body", f"body is larger than {max_bytes} bytes")
         parts.append(part)
     try:
-        return model.model_validate_json(b"".join(parts))
+        parsed = model.model_validate_json(b"".join(parts))
     except ValidationError as exc:
         raise ApiError(400, "invalid_body", _describe(exc)) from None
+    if _has_nul(parsed.model_dump()):
+        # PostgreSQL text cannot hold U+0000, and no field of ours has a use for it.
+        raise ApiError(400, "invalid_body", "strings may not contain NUL (U+0000) characters")
+    return parsed
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def _describe(exc: ValidationError) -> str:

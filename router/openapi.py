@@ -205,7 +205,13 @@ def _operation(op: Operation) -> dict[str, Any]:
 
 
 def build_spec() -> dict[str, Any]:
-    routed = {(route.path, method.lower()) for route in ROUTES for method in (route.methods or ()) if method != "HEAD"}
+    routed = {
+        (route.path, method.lower())
+        for route in ROUTES
+        if route.include_in_schema  # the HTML pages are not API operations
+        for method in (route.methods or ())
+        if method != "HEAD"
+    }
     if routed != set(OPERATIONS):
         raise RuntimeError(f"routes and OpenAPI operations differ: {sorted(routed ^ set(OPERATIONS))}")
     _, definitions = models_json_schema(

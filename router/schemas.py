@@ -23,7 +23,8 @@ class VoiceRef(_Body):
 class SpeechRequest(_Body):
     """OpenAI's speech body, plus `provider_options`; `model` is "provider/model_id" or an alias."""
 
-    model: str = Field(min_length=1, max_length=256)
+    # Visible ASCII: the served model is echoed in the X-VoxRouter-Model header.
+    model: str = Field(min_length=1, max_length=256, pattern=r"^[\x21-\x7e]+$")
     input: str = Field(min_length=1)
     voice: str | VoiceRef
     response_format: AudioFormat = "mp3"
@@ -109,7 +110,8 @@ class SpeechAudioDone(_Body):
 
 
 class RegisterRequest(_Body):
-    email: str = Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+$")
+    # Explicit ranges, so the spec's regex dialect and the server's agree on every character.
+    email: str = Field(min_length=3, max_length=254, pattern=r"^[^@\x00-\x20\x7f]+@[^@\x00-\x20\x7f]+$")
     password: str = Field(min_length=8, max_length=1024)
     organization: str | None = Field(default=None, min_length=1, max_length=200)
 

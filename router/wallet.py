@@ -74,7 +74,9 @@ class Reservation:
         with anyio.CancelScope(shield=True):
             if self.amount_micros:
                 try:
-                    await self._store.settle(self.id, charge, source, outcome)
+                    if not await self._store.settle(self.id, charge, source, outcome):
+                        # Another replica's sweeper refunded it: this process stalled past its lease.
+                        logger.error("reservation %s was settled elsewhere before its %s", self.id, state)
                 finally:
                     self._held.discard(self.id)
             elif outcome is not None:

@@ -73,7 +73,9 @@ def emulated_config(emulators: dict[str, Emulator], **provider_overrides: object
             update["options"] = {**spec.options, "preload": []}
         update |= provider_overrides
         providers[pid] = spec.model_copy(update=update)
-    return config.model_copy(update={"providers": providers})
+    # Every test shares 127.0.0.1: the per-client login throttle is tested on its own gateway.
+    auth = config.auth.model_copy(update={"login_failures_per_client": 1_000_000})
+    return config.model_copy(update={"providers": providers, "auth": auth})
 
 
 class Gateway:
