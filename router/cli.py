@@ -179,28 +179,22 @@ def _adjust_credit(org: str, micros: int, reason: str) -> None:
     click.echo(f"{org}: balance {balance} micro-dollars", err=True)
 
 
-@admin.command("grant-credit")
-@click.option("--org", required=True)
-@click.option("--usd", required=True, help="Amount in dollars.")
-@click.option("--reason", required=True, help="Kept on the ledger row.")
-def grant_credit(org: str, usd: str, reason: str) -> None:
-    """Top up an organization's wallet (a `topup` ledger row with source `admin`)."""
-    micros = usd_to_micros(usd)
-    if micros == 0:
-        raise click.BadParameter("amount must be positive", param_hint="--usd")
-    _adjust_credit(org, micros, reason)
+def _credit_command(name: str, sign: int, summary: str) -> None:
+    @admin.command(name, help=summary)
+    @click.option("--org", required=True)
+    @click.option("--usd", required=True, help="Amount in dollars.")
+    @click.option("--reason", required=True, help="Kept on the ledger row.")
+    def command(org: str, usd: str, reason: str) -> None:
+        micros = usd_to_micros(usd)
+        if micros == 0:
+            raise click.BadParameter("amount must be positive", param_hint="--usd")
+        _adjust_credit(org, sign * micros, reason)
 
 
-@admin.command("revoke-credit")
-@click.option("--org", required=True)
-@click.option("--usd", required=True, help="Amount in dollars.")
-@click.option("--reason", required=True, help="Kept on the ledger row.")
-def revoke_credit(org: str, usd: str, reason: str) -> None:
-    """Take credit back (a negative `topup` row, source `admin`); never below the money on hold."""
-    micros = usd_to_micros(usd)
-    if micros == 0:
-        raise click.BadParameter("amount must be positive", param_hint="--usd")
-    _adjust_credit(org, -micros, reason)
+_credit_command("grant-credit", 1, "Top up an organization's wallet (a `topup` ledger row with source `admin`).")
+_credit_command(
+    "revoke-credit", -1, "Take credit back (a negative `topup` row, source `admin`); never below the money on hold."
+)
 
 
 @admin.command("balance")
