@@ -35,6 +35,10 @@ def _page_items(page: Any) -> list[dict[str, Any]]:
     return [item for item in items if isinstance(item, dict) and item.get("id")] if isinstance(items, list) else []
 
 
+# Cartesia's words for the gender label, in the catalog's (and the other providers') vocabulary.
+_GENDERS = {"masculine": "male", "feminine": "female", "gender_neutral": "neutral"}
+
+
 class CartesiaProvider(RemoteProvider):
     fixed_fields = frozenset({"model_id", "transcript", "voice", "output_format"})
     probe_path = "/voices"
@@ -86,6 +90,7 @@ class CartesiaProvider(RemoteProvider):
 
     def _voice(self, item: dict[str, Any]) -> Voice:
         gender = item.get("gender")
+        gender = _GENDERS.get(gender, gender) if isinstance(gender, str) else None
         return Voice(
             id=str(item["id"]),
             provider=self.id,

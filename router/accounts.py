@@ -217,6 +217,8 @@ def key_out(record: ApiKeyRecord, pending_last_used: str | None = None) -> KeyOu
         daily_limit_micros=record.daily_limit_micros,
         monthly_limit_micros=record.monthly_limit_micros,
         created_by=record.created_by,
+        requests_per_minute=record.requests_per_minute,
+        characters_per_minute=record.characters_per_minute,
     )
 
 
@@ -243,6 +245,8 @@ async def create_key(request: Request) -> Response:
             max_concurrency=body.max_concurrency,
             daily_limit_micros=body.daily_limit_micros,
             monthly_limit_micros=body.monthly_limit_micros,
+            requests_per_minute=body.requests_per_minute,
+            characters_per_minute=body.characters_per_minute,
         )
     )
     return _json(CreatedKeyOut(key=key_out(record), secret=secret.secret).model_dump(by_alias=True), 201)

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from router import accounts, catalog, speech, usage, web
 from router.errors import EXCEPTION_HANDLERS
 from router.gateway import running_gateway
+from router.limits import RESPONSE_HEADERS
 from router.settings import Settings
 
 ROUTES = [
@@ -47,7 +48,10 @@ _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class RequestIdMiddleware:
-    """Echo a sane `X-Request-Id` from the client or mint one; expose it to handlers."""
+    """Echo a sane `X-Request-Id` from the client or mint one; expose it to handlers.
+
+    Also adds the headers a handler left in `request.state.response_headers` (the
+    `X-RateLimit-*` set) to whatever response goes out, error responses included."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -58,11 +62,13 @@ class RequestIdMiddleware:
             return
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if _CLIENT_REQUEST_ID.match(incoming) else f"req_{uuid.uuid4().hex}"
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode("latin-1"))]
+                extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in state.get(RESPONSE_HEADERS, {}).items()]
+                message["headers"] = [*message.get("headers", []), *extra, (b"x-request-id", request_id.encode("latin-1"))]
             await send(message)
 
         await self.app(scope, receive, send_with_id)

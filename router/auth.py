@@ -36,6 +36,8 @@ class Principal:
     max_concurrency: int | None = None
     daily_limit_micros: int | None = None
     monthly_limit_micros: int | None = None
+    requests_per_minute: int | None = None
+    characters_per_minute: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +80,8 @@ def _key_principal(record: ApiKeyRecord) -> Principal:
         max_concurrency=record.max_concurrency,
         daily_limit_micros=record.daily_limit_micros,
         monthly_limit_micros=record.monthly_limit_micros,
+        requests_per_minute=record.requests_per_minute,
+        characters_per_minute=record.characters_per_minute,
     )
 
 

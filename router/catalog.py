@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from providers.base import AUDIO_FORMATS, Provider, Voice
+from router import limits
 from router.config import Config
 from router.health import HealthBoard
 from router.schemas import ModelOut, ProviderOut, StatusOut, VoiceOut, VoicesResponse
@@ -47,14 +48,14 @@ class Catalog:
     def status(self) -> list[StatusOut]:
         out = []
         for provider in self._providers.values():
-            state, reason = self._health.state(provider)
             engine_states = getattr(provider, "engine_states", None)
             if engine_states is None:
+                state, reason = self._health.state(provider)
                 out.append(StatusOut(id=provider.id, state=state, reason=reason))  # type: ignore[arg-type]
                 continue
-            for engine_id, engine_reason in engine_states():  # local engines: one line each
-                engine_state = "unavailable" if engine_reason else state
-                out.append(StatusOut(id=f"{provider.id}/{engine_id}", state=engine_state, reason=engine_reason or reason))  # type: ignore[arg-type]
+            for engine_id, _ in engine_states():  # local engines: one line each
+                state, reason = self._health.state(provider, engine_id)
+                out.append(StatusOut(id=f"{provider.id}/{engine_id}", state=state, reason=reason))  # type: ignore[arg-type]
         return out
 
     async def voices(
@@ -95,13 +96,13 @@ def _csv(value: str | None) -> list[str] | None:
 
 async def list_providers(request: Request) -> Response:
     gateway = request.app.state.gateway
-    await gateway.auth.api_key(request)
+    await limits.counted(request, await gateway.auth.api_key(request))
     return JSONResponse([p.model_dump(mode="json") for p in gateway.catalog.providers()])
 
 
 async def list_voices(request: Request) -> Response:
     gateway = request.app.state.gateway
-    await gateway.auth.api_key(request)
+    await limits.counted(request, await gateway.auth.api_key(request))
     query = request.query_params
     voices = await gateway.catalog.voices(_csv(query.get("provider")), query.get("language"), query.get("gender"))
     body = VoicesResponse(
@@ -123,5 +124,5 @@ async def list_voices(request: Request) -> Response:
 
 async def provider_status(request: Request) -> Response:
     gateway = request.app.state.gateway
-    await gateway.auth.api_key(request)
+    await limits.counted(request, await gateway.auth.api_key(request))
     return JSONResponse([s.model_dump(mode="json", exclude_none=True) for s in gateway.catalog.status()])

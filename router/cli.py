@@ -111,6 +111,8 @@ def create_user(org: str, email: str, password: str) -> None:
 @click.option("--max-concurrency", type=click.IntRange(min=1), default=None)
 @click.option("--daily-limit-usd", default=None, help="Spend cap per UTC day.")
 @click.option("--monthly-limit-usd", default=None, help="Spend cap per UTC month.")
+@click.option("--requests-per-minute", type=click.IntRange(min=1), default=None, help="Default: the organization's, from the config.")
+@click.option("--characters-per-minute", type=click.IntRange(min=1), default=None, help="Default: the organization's, from the config.")
 def create_key(
     org: str,
     name: str,
@@ -119,12 +121,18 @@ def create_key(
     max_concurrency: int | None,
     daily_limit_usd: str | None,
     monthly_limit_usd: str | None,
+    requests_per_minute: int | None,
+    characters_per_minute: int | None,
 ) -> None:
     """Create an API key; prints only the secret on stdout (it is never shown again)."""
     credit = usd_to_micros(credit_usd)
     daily = usd_to_micros(daily_limit_usd) if daily_limit_usd is not None else None
     monthly = usd_to_micros(monthly_limit_usd) if monthly_limit_usd is not None else None
-    secret = asyncio.run(_create_key(Settings.from_env(), org, name, credit, email, max_concurrency, daily, monthly))
+    secret = asyncio.run(
+        _create_key(
+            Settings.from_env(), org, name, credit, email, max_concurrency, daily, monthly, requests_per_minute, characters_per_minute
+        )
+    )
     click.echo(secret)
 
 
@@ -137,6 +145,8 @@ async def _create_key(
     max_concurrency: int | None = None,
     daily_limit_micros: int | None = None,
     monthly_limit_micros: int | None = None,
+    requests_per_minute: int | None = None,
+    characters_per_minute: int | None = None,
 ) -> str:
     from router.auth import new_api_key
     from router.store import open_store
@@ -161,6 +171,8 @@ async def _create_key(
                 max_concurrency=max_concurrency,
                 daily_limit_micros=daily_limit_micros,
                 monthly_limit_micros=monthly_limit_micros,
+                requests_per_minute=requests_per_minute,
+                characters_per_minute=characters_per_minute,
             )
         )
         if credit_micros:

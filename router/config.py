@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from providers.base import AUDIO_FORMATS
 
@@ -43,6 +43,16 @@ class VoiceSpec(_Strict):
     labels: dict[str, str] = {}
 
 
+class BreakerSpec(_Strict):
+    """A circuit breaker per provider (per engine for local ones): `fail_max` failures in a
+    row open it; after `reset_timeout_s` one trial call (or a passing free probe) may close it."""
+
+    enabled: bool = True
+    fail_max: int = Field(default=5, ge=1)
+    reset_timeout_s: float = Field(default=30.0, gt=0)
+    success_threshold: int = Field(default=1, ge=1)  # trial successes needed to close
+
+
 class ProviderSpec(_Strict):
     adapter: str  # which module in providers/ speaks this upstream's wire
     name: str
@@ -61,6 +71,7 @@ class ProviderSpec(_Strict):
     models: dict[str, ModelSpec] = {}
     voices: list[VoiceSpec] = []  # a static catalog, for upstreams with no voices API
     options: dict[str, Any] = {}  # adapter-specific settings (API version pins, ...)
+    breaker: BreakerSpec | None = None  # None: resilience.breaker
 
     def resolved_base_url(self) -> str:
         url = (self.base_url_env and os.environ.get(self.base_url_env)) or self.base_url
@@ -75,9 +86,34 @@ class ProviderSpec(_Strict):
         return self.default_model if self.allow_unlisted_models else None
 
 
+class AliasTarget(_Strict):
+    model: str  # "provider/model_id"
+    voices: dict[str, str] = {}  # client voice name -> this provider's voice id
+
+
 class AliasSpec(_Strict):
-    target: str  # "provider/model_id"
-    voices: dict[str, str] = {}  # client voice name -> provider voice id
+    """A model name without a provider prefix: one target, or an ordered fallback chain.
+
+    `target` + `voices` is the short form of a one-element `targets` list."""
+
+    target: str | None = None
+    voices: dict[str, str] = {}
+    targets: list[AliasTarget] = []
+
+    @model_validator(mode="after")
+    def _one_form(self) -> "AliasSpec":
+        if self.target is not None:
+            short = [AliasTarget(model=self.target, voices=self.voices)]
+            if self.targets and self.targets != short:  # a dumped config holds both, alike
+                raise ValueError("give either target (+ voices) or targets, not both")
+            self.targets = short
+        if not self.targets:
+            raise ValueError("an alias needs a target or a targets list")
+        for target in self.targets:
+            provider, _, model = target.model.partition("/")
+            if not provider or not model:
+                raise ValueError(f"alias target must be 'provider/model_id', got {target.model!r}")
+        return self
 
 
 class CatalogSpec(_Strict):
@@ -105,6 +141,37 @@ class AuthSpec(_Strict):
     public_url: str | None = None  # base of verification_uri; default: the request's own
 
 
+class LimitValues(_Strict):
+    requests_per_minute: int | None = Field(default=None, gt=0)
+    characters_per_minute: int | None = Field(default=None, gt=0)
+    max_concurrency: int | None = Field(default=None, gt=0)
+
+
+class LimitsSpec(_Strict):
+    """Per-key limits: a key's own values, else its organization's here, else `defaults`."""
+
+    enabled: bool = True
+    defaults: LimitValues = LimitValues(requests_per_minute=600, characters_per_minute=600_000)
+    organizations: dict[str, LimitValues] = {}  # organization id -> its keys' defaults
+    slot_lease_s: float = Field(default=30.0, gt=0)  # a dead replica's concurrency slots free after this
+
+
+class RetrySpec(_Strict):
+    """Retries happen only before the first audio byte has gone to the client."""
+
+    attempts: int = Field(default=2, ge=1)  # tries per target before the next target
+    backoff_s: float = Field(default=0.1, ge=0)  # full-jitter exponential backoff base
+    backoff_max_s: float = Field(default=2.0, ge=0)
+    max_retry_after_s: float = Field(default=5.0, ge=0)  # a longer upstream Retry-After moves on at once
+    deadline_s: float = Field(default=60.0, gt=0)  # all attempts of one request, before its first byte
+
+
+class ResilienceSpec(_Strict):
+    breaker: BreakerSpec = BreakerSpec()
+    retry: RetrySpec = RetrySpec()
+    probe_interval_s: float = Field(default=30.0, gt=0)  # free health probes (voices/models listings)
+
+
 class ServerSpec(_Strict):
     max_body_bytes: int = 1_048_576
 
@@ -112,10 +179,28 @@ class ServerSpec(_Strict):
 class Config(_Strict):
     providers: dict[str, ProviderSpec]
     aliases: dict[str, AliasSpec] = {}
+    # The same voice on several providers, for fallback: a client voice name (or
+    # "provider/voice_id") -> provider id -> that provider's voice id. Without an entry,
+    # a fallback target gets the first voice of the same language and gender.
+    voice_map: dict[str, dict[str, str]] = {}
+    limits: LimitsSpec = LimitsSpec()
+    resilience: ResilienceSpec = ResilienceSpec()
     catalog: CatalogSpec = CatalogSpec()
     wallet: WalletSpec = WalletSpec()
     server: ServerSpec = ServerSpec()
     auth: AuthSpec = AuthSpec()
+
+    @model_validator(mode="after")
+    def _aliases_name_providers(self) -> "Config":
+        for name, alias in self.aliases.items():
+            for target in alias.targets:
+                provider = target.model.partition("/")[0]
+                if provider not in self.providers:
+                    raise ValueError(f"alias {name!r} names unknown provider {provider!r}")
+        return self
+
+    def breaker(self, provider_id: str) -> BreakerSpec:
+        return self.providers[provider_id].breaker or self.resilience.breaker
 
 
 def estimate_cost_micros(characters: int, price_micros_per_1k_chars: int) -> int:

@@ -15,9 +15,10 @@ from providers.base import Provider
 from router.auth import Authenticator
 from router.catalog import Catalog
 from router.config import Config
+from router.dispatch import Dispatcher
 from router.health import HealthBoard
-from router.limits import ConcurrencySlots
 from router.settings import Settings
+from router.state import LimitState, open_limit_state
 from router.store import open_store
 from router.store.base import Store
 from router.throttle import FailureThrottle
@@ -35,7 +36,8 @@ class Gateway:
     health: HealthBoard
     catalog: Catalog
     auth: Authenticator
-    slots: ConcurrencySlots
+    limits: LimitState
+    dispatcher: Dispatcher
     login_by_email: FailureThrottle
     login_by_client: FailureThrottle
 
@@ -50,8 +52,10 @@ async def running_gateway(
     providers = {
         pid: build_provider(pid, spec, transport=(transports or {}).get(pid)) for pid, spec in config.providers.items()
     }
-    health = HealthBoard()
+    health = HealthBoard(config, providers)
+    catalog = Catalog(config, providers, health)
     wallet = Wallet(store, config.wallet.reservation_lease_s)
+    limits = await open_limit_state(settings.redis_url, lease_s=config.limits.slot_lease_s, prefix=settings.redis_prefix)
     auth = config.auth
     gateway = Gateway(
         config=config,
@@ -59,9 +63,10 @@ async def running_gateway(
         wallet=wallet,
         providers=providers,
         health=health,
-        catalog=Catalog(config, providers, health),
+        catalog=catalog,
         auth=Authenticator(store, auth.key_cache_ttl_s),
-        slots=ConcurrencySlots(),
+        limits=limits,
+        dispatcher=Dispatcher(config, health, catalog),
         login_by_email=FailureThrottle(auth.login_failures_per_email, auth.login_window_s),
         login_by_client=FailureThrottle(auth.login_failures_per_client, auth.login_window_s),
     )
@@ -73,6 +78,8 @@ async def running_gateway(
         asyncio.create_task(_every(config.wallet.sweep_interval_s, wallet.sweep_expired, "reservation sweep")),
         asyncio.create_task(_every(config.wallet.reservation_lease_s / 4, wallet.renew, "reservation renewal")),
         asyncio.create_task(_every(auth.last_used_flush_s, gateway.auth.flush_last_used, "lastUsedAt flush")),
+        asyncio.create_task(_every(config.limits.slot_lease_s / 4, limits.renew, "concurrency slot renewal")),
+        asyncio.create_task(_every(min(1.0, config.resilience.probe_interval_s), health.probe_due, "health probes")),
     ]
     try:
         yield gateway
@@ -86,6 +93,7 @@ async def running_gateway(
             await gateway.auth.flush_last_used()
         for provider in providers.values():
             await provider.aclose()
+        await limits.aclose()
         await store.close()
 
 

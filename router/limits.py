@@ -1,56 +1,67 @@
-"""Per-key concurrency slots (`maxConcurrency`), in this process's memory."""
+"""Per-key limits on the request path: which limits apply, and the 429s and headers they give.
+
+The counting itself lives in `router.state` (this process's memory, or Redis shared by
+every replica). A key's own values win, then its organization's defaults in the config,
+then the config's defaults. Every API-key response carries the `X-RateLimit-*` headers.
+"""
 
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator
+from starlette.requests import Request
 
+from router.auth import Principal
+from router.config import LimitsSpec
 from router.errors import ApiError
+from router.state import Admission, KeyLimits, LimitState
+
+RESPONSE_HEADERS = "response_headers"  # request.state attribute the app's middleware adds to the response
 
 
-class ConcurrencySlots:
-    def __init__(self) -> None:
-        self._in_use: dict[str, int] = {}
+def key_limits(spec: LimitsSpec, principal: Principal) -> KeyLimits:
+    org = spec.organizations.get(principal.org_id)
 
-    def in_use(self, key_id: str) -> int:
-        return self._in_use.get(key_id, 0)
+    def pick(own: int | None, field: str) -> int | None:
+        if own is not None:
+            return own
+        if org is not None and getattr(org, field) is not None:
+            return getattr(org, field)
+        return getattr(spec.defaults, field)
 
-    def acquire(self, key_id: str, limit: int | None) -> "Slot":
-        """Take a slot or raise 429 `concurrency_limited`; release it exactly once."""
-        count = self._in_use.get(key_id, 0)
-        if limit is not None and count >= limit:
-            raise ApiError(
-                429,
-                "concurrency_limited",
-                f"this key allows {limit} concurrent requests; wait for one to finish",
-                headers={"Retry-After": "1"},
-            )
-        self._in_use[key_id] = count + 1
-        return Slot(self, key_id)
-
-    def _release(self, key_id: str) -> None:
-        left = self._in_use.get(key_id, 0) - 1
-        if left > 0:
-            self._in_use[key_id] = left
-        else:
-            self._in_use.pop(key_id, None)
+    return KeyLimits(
+        requests_per_minute=pick(principal.requests_per_minute, "requests_per_minute"),
+        characters_per_minute=pick(principal.characters_per_minute, "characters_per_minute"),
+        max_concurrency=pick(principal.max_concurrency, "max_concurrency"),
+    )
 
 
-class Slot:
-    def __init__(self, slots: ConcurrencySlots, key_id: str) -> None:
-        self._slots = slots
-        self._key_id = key_id
-        self._released = False
+async def admit(
+    request: Request, state: LimitState, spec: LimitsSpec, principal: Principal, characters: int = 0, *, take_slot: bool = False
+) -> Admission | None:
+    """Count this request against its key, or raise 429. None for sessions (no key) or with limits off."""
+    if principal.key_id is None or not spec.enabled:
+        return None
+    admission = await state.admit(principal.key_id, key_limits(spec, principal), characters, take_slot=take_slot)
+    headers = admission.headers()
+    setattr(request.state, RESPONSE_HEADERS, {k: v for k, v in headers.items() if k != "Retry-After"})
+    if admission.allowed:
+        return admission
+    if admission.reason == "concurrency_limited":
+        raise ApiError(
+            429,
+            "concurrency_limited",
+            "this key has as many requests in flight as it may; wait for one to finish",
+            headers={"Retry-After": headers["Retry-After"]},
+        )
+    raise ApiError(
+        429,
+        "rate_limited",
+        f"this key's per-minute limit is used up; retry in {headers['Retry-After']}s",
+        headers={"Retry-After": headers["Retry-After"]},
+    )
 
-    def release(self) -> None:
-        if not self._released:
-            self._released = True
-            self._slots._release(self._key_id)
 
-    @contextlib.contextmanager
-    def released_on_error(self) -> Iterator[None]:
-        try:
-            yield
-        except BaseException:
-            self.release()
-            raise
+async def counted(request: Request, principal: Principal) -> Principal:
+    """For the routes with no body to price: count the request against its key (or raise 429)."""
+    gateway = request.app.state.gateway
+    await admit(request, gateway.limits, gateway.config.limits, principal)
+    return principal

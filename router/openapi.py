@@ -30,7 +30,7 @@ _ERRORS = {
     429: "rate_limited or concurrency_limited (Retry-After)",
     500: "internal_error",
     502: "upstream_error",
-    503: "provider_unavailable",
+    503: "provider_unavailable (Retry-After: seconds until its circuit half-opens)",
     504: "upstream_error (deadline)",
 }
 
@@ -160,6 +160,13 @@ _REQUEST_MODELS = {
     schemas.CreateKeyRequest,
 }
 
+_RATE_HEADERS = {
+    "X-RateLimit-Limit": {"schema": {"type": "integer"}, "description": "The key's requests per minute."},
+    "X-RateLimit-Remaining": {"schema": {"type": "integer"}, "description": "Requests left in the current minute."},
+    "X-RateLimit-Reset": {"schema": {"type": "integer"}, "description": "Unix seconds when the allowance is full again."},
+}
+_RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait before retrying."}}
+
 _AUDIO_TYPES = ["audio/mpeg", "audio/ogg", "audio/aac", "audio/flac", "audio/wav", "audio/l16"]
 
 
@@ -194,12 +201,21 @@ def _operation(op: Operation) -> dict[str, Any]:
         }
     else:
         ok = {"description": "OK", "content": {"application/json": {"schema": _response_schema(op.response)}}}
+    # An API key's requests count against its limits: 429 possible, X-RateLimit-* on every answer.
+    counted = "apiKey" in op.security
+    errors = sorted({*op.errors, 429}) if counted else op.errors
+    rate_headers = _RATE_HEADERS if counted else {}
+    ok["headers"] = {**ok.get("headers", {}), **rate_headers}
+    if not ok["headers"]:
+        del ok["headers"]
     responses: dict[Any, Any] = {str(op.status): ok}
-    for status in op.errors:
-        responses[str(status)] = {
-            "description": dict(op.notes).get(status, _ERRORS[status]),
-            "content": {"application/json": {"schema": _ref(schemas.ErrorBody)}},
-        }
+    for status in errors:
+        error: dict[str, Any] = {"description": dict(op.notes).get(status, _ERRORS[status])}
+        headers = {**rate_headers, **(_RETRY_AFTER if status in (429, 503) else {})}
+        if headers and status != 401:
+            error["headers"] = headers
+        error["content"] = {"application/json": {"schema": _ref(schemas.ErrorBody)}}
+        responses[str(status)] = error
     out["responses"] = responses
     return out
 

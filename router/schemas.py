@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,6 +32,10 @@ class SpeechRequest(_Body):
     instructions: str | None = Field(default=None, max_length=4096)
     stream_format: Literal["audio", "sse"] = "audio"
     provider_options: dict[str, Any] = Field(default_factory=dict)
+    # Fallbacks tried in order when `model` fails before any audio (as OpenRouter's `models`).
+    models: list[Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[\x21-\x7e]+$")]] = Field(
+        default_factory=list, max_length=8
+    )
 
     @property
     def voice_id(self) -> str:
@@ -171,6 +175,8 @@ class CreateKeyRequest(_Body):
     max_concurrency: int | None = Field(default=None, ge=1, le=10_000, alias="maxConcurrency")
     daily_limit_micros: int | None = Field(default=None, ge=0, le=10**15, alias="dailyLimitMicros")
     monthly_limit_micros: int | None = Field(default=None, ge=0, le=10**15, alias="monthlyLimitMicros")
+    requests_per_minute: int | None = Field(default=None, ge=1, le=10**7, alias="requestsPerMinute")
+    characters_per_minute: int | None = Field(default=None, ge=1, le=10**10, alias="charactersPerMinute")
 
 
 class KeyOut(_Body):
@@ -183,6 +189,8 @@ class KeyOut(_Body):
     daily_limit_micros: int | None = Field(alias="dailyLimitMicros")
     monthly_limit_micros: int | None = Field(alias="monthlyLimitMicros")
     created_by: str | None = Field(alias="createdBy")
+    requests_per_minute: int | None = Field(alias="requestsPerMinute")
+    characters_per_minute: int | None = Field(alias="charactersPerMinute")
 
 
 class CreatedKeyOut(_Body):

@@ -15,12 +15,16 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     config_path: str | None = None  # None: the shipped config/default.yaml
     config: Config | None = None  # an already-loaded config (tests, embedding)
+    redis_url: str | None = None  # shared limits for several replicas; None: this process's memory
+    redis_prefix: str = "voxrouter"  # key prefix, so several deployments can share one Redis
 
     @classmethod
     def from_env(cls) -> "Settings":
         return cls(
             database_url=os.environ.get("VOXROUTER_DATABASE_URL", DEFAULT_DATABASE_URL),
             config_path=os.environ.get("VOXROUTER_CONFIG") or None,
+            redis_url=os.environ.get("VOXROUTER_REDIS_URL") or None,
+            redis_prefix=os.environ.get("VOXROUTER_REDIS_PREFIX") or "voxrouter",
         )
 
     def load_config(self) -> Config:

@@ -1,4 +1,4 @@
-"""`POST /v1/audio/speech`: auth -> parse -> limits -> reserve -> dispatch -> stream -> settle.
+"""`POST /v1/audio/speech`: auth -> parse -> plan -> limits -> reserve -> dispatch -> stream -> settle.
 
 Every request that gets past authentication leaves one usage row, failed ones included.
 """
@@ -6,6 +6,7 @@ Every request that gets past authentication leaves one usage row, failed ones in
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import json
 import logging
@@ -13,18 +14,19 @@ import time
 import uuid
 from typing import AsyncIterator
 
+import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 
 from providers.base import ProviderError, SynthesisRequest
-from router import audio, dispatch
+from router import audio, dispatch, limits
 from router.auth import Principal
 from router.body import read_body
 from router.config import estimate_cost_micros
 from router.errors import ApiError
 from router.gateway import Gateway
-from router.limits import Slot
 from router.schemas import SpeechAudioDelta, SpeechAudioDone, SpeechRequest, SpeechUsage
+from router.state import Slot
 from router.store.base import UsageEnd, UsageStart
 from router.streaming import AudioStreamResponse
 from router.wallet import InsufficientCredit, Reservation, SpendLimitExceeded, record_usage, spend_limits
@@ -39,71 +41,71 @@ async def create_speech(request: Request) -> Response:
     usage = UsageStart(
         request_id=f"req_{uuid.uuid4().hex}", org_id=principal.org_id, key_id=principal.key_id, provider=None, model=None, characters=0
     )
+    attempts: list[dispatch.Attempt] = []
+    counted = False
     try:
         body = await read_body(request, SpeechRequest, gateway.config.server.max_body_bytes)
         usage = dataclasses.replace(usage, characters=len(body.input), model=body.model)
-        target = dispatch.resolve(gateway.config, gateway.providers, body.model, body.voice_id)
-        usage = dataclasses.replace(usage, provider=target.provider.id, model=target.label)
-        upstream_format = _check_request(body, target)
-        slot = gateway.slots.acquire(principal.key_id or "", principal.max_concurrency)
+        plan = dispatch.plan(gateway.config, gateway.providers, body)
+        attempts = list(plan.skipped)
+        usage = dataclasses.replace(usage, provider=plan.targets[0].provider.id, model=plan.targets[0].label)
+        counted = True
+        admission = await limits.admit(
+            request, gateway.limits, gateway.config.limits, principal, usage.characters, take_slot=True
+        )
     except ApiError as exc:
-        await record_usage(gateway.store, usage, _outcome(started, exc.status, exc.code, 0))
+        if not counted:  # refused before it was counted: count it now, for its X-RateLimit-* headers
+            with contextlib.suppress(ApiError):
+                await limits.admit(request, gateway.limits, gateway.config.limits, principal)
+        await record_usage(gateway.store, usage, _outcome(started, exc.status, exc.code, 0, attempts))
         raise
+    slot = admission.slot if admission else None
 
-    with slot.released_on_error():
-        cost = estimate_cost_micros(usage.characters, target.model.price_micros_per_1k_chars)
+    try:
+        cost = plan.reserve_micros(usage.characters)
         reservation = await _reserve(gateway, principal, usage, cost, started)
         synthesis = SynthesisRequest(
-            model=target.model_id,
+            model="",  # each target fills in its own model, voice and format
             input=body.input,
-            voice=target.voice,
-            response_format=upstream_format,
+            voice="",
+            response_format="",
             speed=body.speed,
             instructions=body.instructions,
             provider_options=body.provider_options,
         )
         try:
-            chunks = await dispatch.start(target, synthesis, gateway.health)
+            served = await gateway.dispatcher.start(plan, synthesis, attempts)
         except ApiError as exc:
-            await reservation.refund(_outcome(started, exc.status, exc.code, 0, target, exc.code))
+            await reservation.refund(_outcome(started, exc.status, exc.code, 0, attempts))
             raise
         except BaseException:
-            await reservation.refund(_outcome(started, 499, "client_disconnected", 0, target, "cancelled"))
+            await reservation.refund(_outcome(started, 499, "client_disconnected", 0, attempts))
             raise
+    except BaseException:
+        await _release(slot)
+        raise
 
-    if upstream_format != body.response_format:
+    target = served.target
+    chunks = served.chunks
+    if target.upstream_format != body.response_format:
         chunks = audio.transcode(chunks, body.response_format)
     if body.stream_format == "sse":
         chunks = _sse_events(chunks, usage.characters)
         media_type = "text/event-stream"
     else:
         media_type = audio.CONTENT_TYPES[body.response_format]
+    charge = estimate_cost_micros(usage.characters, target.model.price_micros_per_1k_chars)
     return AudioStreamResponse(
-        _settle_after(chunks, reservation, slot, cost, target, gateway, started),
+        _settle_after(chunks, served, reservation, slot, charge, attempts, started),
         media_type=media_type,
         headers={"X-VoxRouter-Provider": target.provider.id, "X-VoxRouter-Model": target.label},
     )
 
 
-def _check_request(body: SpeechRequest, target: dispatch.Target) -> str:
-    """What the target can't do is a 400 before any money is held; returns the upstream format."""
-    capabilities = target.provider.capabilities(target.model_id)
-    characters = len(body.input)
-    if characters > capabilities.max_input_chars:
-        raise ApiError(
-            400,
-            "invalid_body",
-            f"input is {characters} characters; {target.label} accepts at most {capabilities.max_input_chars}",
-        )
-    overridden = sorted(capabilities.fixed_fields & body.provider_options.keys())
-    if overridden:
-        raise ApiError(
-            400, "invalid_body", f"provider_options may not set {', '.join(overridden)}: use the request's own fields"
-        )
-    try:
-        return audio.upstream_format(body.response_format, capabilities.response_formats)
-    except ValueError as exc:
-        raise ApiError(400, "invalid_body", f"{target.label}: {exc}") from None
+async def _release(slot: Slot | None) -> None:
+    if slot is not None:
+        with anyio.CancelScope(shield=True):
+            await slot.release()
 
 
 async def _reserve(gateway: Gateway, principal: Principal, usage: UsageStart, cost: int, started: float) -> Reservation:
@@ -122,57 +124,68 @@ async def _reserve(gateway: Gateway, principal: Principal, usage: UsageStart, co
             "spend_limit_exceeded",
             f"this request ({cost} micro-dollars) would pass the key's {exc.period} spend limit of {exc.limit_micros}",
         )
-    await record_usage(gateway.store, usage, _outcome(started, error.status, error.code, 0))
+    await record_usage(gateway.store, usage, _outcome(started, error.status, error.code, 0, []))
     raise error
 
 
 def _outcome(
-    started: float, status: int, code: str | None, cost: int, target: dispatch.Target | None = None, result: str = "served"
+    started: float,
+    status: int,
+    code: str | None,
+    cost: int,
+    attempts: list[dispatch.Attempt],
+    served: dispatch.Target | None = None,
 ) -> UsageEnd:
-    attempts = [{"provider": target.provider.id, "model": target.model_id, "outcome": result}] if target else []
     return UsageEnd(
         status=status,
         error_code=code,
         cost_micros=cost,
         latency_ms=round((time.monotonic() - started) * 1000),
-        attempts=json.dumps(attempts),
+        attempts=json.dumps([a.as_dict() for a in attempts]),
+        provider=served.provider.id if served else None,
+        model=served.label if served else None,
     )
 
 
 async def _settle_after(
     chunks: AsyncIterator[bytes],
+    served: dispatch.Started,
     reservation: Reservation,
-    slot: Slot,
+    slot: Slot | None,
     cost: int,
-    target: dispatch.Target,
-    gateway: Gateway,
+    attempts: list[dispatch.Attempt],
     started: float,
 ) -> AsyncIterator[bytes]:
     """Yield the audio, then settle exactly once: commit when it was delivered or the client
     hung up after it started (the upstream has billed us by then); refund when the upstream
     or the gateway broke mid-stream. Headers are gone by then, so a failure ends the stream
-    cleanly rather than raising into the server."""
+    cleanly (no other provider's audio is spliced on) rather than raising into the server."""
+    target = served.target
     charge = False
     status, code = 200, None
     try:
         async for chunk in chunks:
             yield chunk
         charge = True
-        gateway.health.success(target.provider.id)
+        served.ticket.succeeded()
     except ProviderError as exc:
-        gateway.health.failure(exc.provider, exc.kind, exc.message)
+        served.ticket.failed(exc)
         code = "upstream_error"
+        attempts[-1] = dataclasses.replace(attempts[-1], outcome="failed", reason=f"mid_stream_{exc.kind.value}")
         logger.warning("stream from %s broke after audio started: %s", target.label, exc.message)
     except Exception:
+        served.ticket.abandoned()
         code = "internal_error"
+        attempts[-1] = dataclasses.replace(attempts[-1], outcome="failed", reason="internal_error")
         logger.exception("stream from %s failed inside the gateway", target.label)
     except BaseException:  # the client went away (cancellation, generator closed)
+        served.ticket.succeeded()  # the upstream was delivering
         charge = True
         status, code = 499, "client_disconnected"
         raise
     finally:
-        slot.release()
-        outcome = _outcome(started, status, code, cost if charge else 0, target, code or "served")
+        await _release(slot)
+        outcome = _outcome(started, status, code, cost if charge else 0, attempts, target)
         if charge:
             await reservation.commit(cost, outcome)
         else:

@@ -7,6 +7,7 @@ import datetime as dt
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from router import limits
 from router.errors import ApiError
 from router.schemas import ActivityOut, CreditsOut, ErrorCodeCount, ProviderUsage, RecentUsage, UsageOut, UsageTotals
 from router.store.base import iso, utcnow
@@ -27,7 +28,7 @@ def int_param(request: Request, name: str, default: int, low: int, high: int) ->
 
 async def credits(request: Request) -> Response:
     gateway = request.app.state.gateway
-    principal = await gateway.auth.api_key(request)
+    principal = await limits.counted(request, await gateway.auth.api_key(request))
     snap = await gateway.wallet.snapshot(principal.org_id)
     body = CreditsOut(balance_micros=snap.balance_micros, reserved_micros=snap.reserved_micros)
     return JSONResponse(body.model_dump(by_alias=True))
@@ -35,7 +36,7 @@ async def credits(request: Request) -> Response:
 
 async def credit_activity(request: Request) -> Response:
     gateway = request.app.state.gateway
-    principal = await gateway.auth.api_key(request)
+    principal = await limits.counted(request, await gateway.auth.api_key(request))
     limit = int_param(request, "limit", 20, 1, 100)
     rows = await gateway.store.activity(principal.org_id, limit)
     body = [
@@ -53,7 +54,7 @@ async def credit_activity(request: Request) -> Response:
 
 async def usage_report(request: Request) -> Response:
     gateway = request.app.state.gateway
-    principal = await gateway.auth.any(request)
+    principal = await limits.counted(request, await gateway.auth.any(request))
     days = int_param(request, "days", 30, 1, 365)
     limit = int_param(request, "limit", 20, 1, 1000)
     summary = await gateway.store.usage_summary(principal.org_id, iso(utcnow() - dt.timedelta(days=days)), limit)

@@ -7,7 +7,7 @@ import contextlib
 import os
 import uuid
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -66,16 +66,30 @@ def emulated_config(emulators: dict[str, Emulator], **provider_overrides: object
     config = load_config()
     providers = {}
     for pid, spec in config.providers.items():
-        update: dict[str, object] = {"base_url_env": None, "api_key_env": None, "first_byte_timeout_s": FIRST_BYTE_TIMEOUT_S}
+        update: dict[str, object] = {"base_url_env": None, "api_key_env": None}
         if pid in emulators:
-            update |= {"base_url": emulators[pid].base_url, "api_key": emulators[pid].state.api_key}
+            update |= {
+                "base_url": emulators[pid].base_url,
+                "api_key": emulators[pid].state.api_key,
+                "first_byte_timeout_s": FIRST_BYTE_TIMEOUT_S,
+            }
         if spec.adapter == "local":  # engines load on first use in tests, not at every gateway start
             update["options"] = {**spec.options, "preload": []}
         update |= provider_overrides
         providers[pid] = spec.model_copy(update=update)
     # Every test shares 127.0.0.1: the per-client login throttle is tested on its own gateway.
     auth = config.auth.model_copy(update={"login_failures_per_client": 1_000_000})
-    return config.model_copy(update={"providers": providers, "auth": auth})
+    # The session-wide gateway sees faults injected by many tests: one test's 500s must not
+    # open a breaker for the next, nor retries double an error test's upstream calls.
+    # Breakers, retries and probes are tested on gateways of their own (test_resilience.py).
+    resilience = config.resilience.model_copy(
+        update={
+            "breaker": config.resilience.breaker.model_copy(update={"enabled": False}),
+            "retry": config.resilience.retry.model_copy(update={"attempts": 1}),
+            "probe_interval_s": 3600.0,
+        }
+    )
+    return config.model_copy(update={"providers": providers, "auth": auth, "resilience": resilience})
 
 
 class Gateway:
@@ -87,9 +101,14 @@ class Gateway:
     def url(self) -> str:
         return self.server.url
 
-    def new_key(self, credit_usd: float = 5.0, org: str | None = None) -> str:
+    @property
+    def internals(self) -> Any:
+        """The running `router.gateway.Gateway` (its limiter, health board, wallet)."""
+        return self.server.app.state.gateway
+
+    def new_key(self, credit_usd: float = 5.0, org: str | None = None, **limits: Any) -> str:
         micros = round(credit_usd * 1_000_000)
-        return asyncio.run(_create_key(self.settings, org or f"org-{uuid.uuid4().hex[:10]}", "test", micros))
+        return asyncio.run(_create_key(self.settings, org or f"org-{uuid.uuid4().hex[:10]}", "test", micros, **limits))
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ import asyncpg
 from router.store.postgres import _numbered
 
 POSTGRES_URL = os.environ.get("VOXROUTER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("VOXROUTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ENGINES = ("sqlite", "postgres")
 
 
@@ -76,3 +77,16 @@ def query(url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
             await conn.close()
 
     return _in_fresh_loop(run())
+
+
+@functools.cache
+def redis_unavailable() -> str | None:
+    """Why the Redis the tests need cannot be used, or None."""
+    import redis
+
+    try:
+        with redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1, socket_timeout=1) as client:
+            client.ping()
+    except Exception as exc:  # any failure means: skip with its reason
+        return f"Redis at {REDIS_URL} unreachable ({type(exc).__name__}: {exc}); set VOXROUTER_TEST_REDIS_URL"
+    return None

@@ -48,7 +48,10 @@ def clean_env(**extra: str) -> dict[str, str]:
 class GatewayProcess:
     """`python -m router.cli serve` on its own port; use as a context manager so it is always reaped."""
 
-    def __init__(self, config_path: Path, database_url: str, log_path: Path, port: int | None = None) -> None:
+    def __init__(
+        self, config_path: Path, database_url: str, log_path: Path, port: int | None = None, env: dict[str, str] | None = None
+    ) -> None:
+        self.env = env or {}
         self.config_path = config_path
         self.database_url = database_url
         self.log_path = log_path
@@ -60,7 +63,7 @@ class GatewayProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 30.0) -> "GatewayProcess":
-        env = clean_env(VOXROUTER_CONFIG=str(self.config_path), VOXROUTER_DATABASE_URL=self.database_url)
+        env = clean_env(VOXROUTER_CONFIG=str(self.config_path), VOXROUTER_DATABASE_URL=self.database_url, **self.env)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "router.cli", "serve", "--port", str(self.port), "--log-level", "warning"],

@@ -73,7 +73,7 @@ def test_two_replicas_share_one_wallet_without_overspending(emulators, tmp_path)
             assert statuses.count(402) == REQUESTS - COVERED, sorted(set(statuses))
             assert {code for status, code, _ in results if status == 402} == {"insufficient_credit"}
             assert all(size == 9_600 for status, _, size in results if status == 200)
-            assert len(state.requests) == COVERED  # a refused request never reaches the upstream
+            assert state.synthesis_requests == COVERED  # a refused request never reaches the upstream
             # Request i went to replica i % 2: each replica admitted some and refused some.
             admitted = [sum(1 for i, (s, _, _) in enumerate(results) if s == 200 and i % 2 == r) for r in (0, 1)]
             assert all(0 < n < REQUESTS // 2 for n in admitted), admitted

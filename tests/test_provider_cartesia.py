@@ -159,7 +159,7 @@ async def test_voices_follow_pagination_and_are_mapped(provider: CartesiaProvide
     assert [v.id for v in voices] == [v["id"] for v in VOICES]
     first = voices[0]
     assert (first.name, first.provider, first.language) == ("Barbershop Man", "cartesia", "en")
-    assert first.labels == {"gender": "masculine"}
+    assert first.labels == {"gender": "male"}  # Cartesia's "masculine", in the catalog's words
     assert first.model_compatibility == ("sonic-2", "sonic-3", "sonic-latest")
     spanish = voices[-1]
     assert (spanish.language, spanish.labels) == ("es", {})

@@ -66,6 +66,8 @@ class ApiKeyRecord:
     daily_limit_micros: int | None = None
     monthly_limit_micros: int | None = None
     last_used_at: str | None = None
+    requests_per_minute: int | None = None
+    characters_per_minute: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +80,8 @@ class NewApiKeyRecord:
     max_concurrency: int | None = None
     daily_limit_micros: int | None = None
     monthly_limit_micros: int | None = None
+    requests_per_minute: int | None = None
+    characters_per_minute: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,7 +135,9 @@ class UsageEnd:
     error_code: str | None
     cost_micros: int
     latency_ms: int
-    attempts: str = "[]"  # JSON list of {provider, outcome}
+    attempts: str = "[]"  # JSON list of {provider, model, voice, outcome, reason}
+    provider: str | None = None  # the provider that served, when a fallback did (None: unchanged)
+    model: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

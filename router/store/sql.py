@@ -156,6 +156,8 @@ class SQLStore(abc.ABC):
             created_by=new.created_by,
             daily_limit_micros=new.daily_limit_micros,
             monthly_limit_micros=new.monthly_limit_micros,
+            requests_per_minute=new.requests_per_minute,
+            characters_per_minute=new.characters_per_minute,
         )
         await self._insert(_insert_api_key, record)
         return record
@@ -365,14 +367,15 @@ async def _poll_device_code(
 
 _KEY_COLUMNS = (
     "id, org_id, name, key_hash, key_suffix, max_concurrency, created_at, revoked_at,"
-    " created_by, daily_limit_micros, monthly_limit_micros, last_used_at"
+    " created_by, daily_limit_micros, monthly_limit_micros, last_used_at, requests_per_minute, characters_per_minute"
 )
 
 
 async def _insert_api_key(tx: Tx, r: ApiKeyRecord) -> None:
     await tx.run(
         "INSERT INTO api_keys (id, org_id, name, key_hash, key_suffix, max_concurrency, created_at, created_by,"
-        " daily_limit_micros, monthly_limit_micros) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " daily_limit_micros, monthly_limit_micros, requests_per_minute, characters_per_minute)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         r.id,
         r.org_id,
         r.name,
@@ -383,6 +386,8 @@ async def _insert_api_key(tx: Tx, r: ApiKeyRecord) -> None:
         r.created_by,
         r.daily_limit_micros,
         r.monthly_limit_micros,
+        r.requests_per_minute,
+        r.characters_per_minute,
     )
 
 
@@ -486,12 +491,15 @@ async def _insert_usage(tx: Tx, start: UsageStart, reservation_id: str | None) -
 
 async def _finish_usage(tx: Tx, request_id: str, end: UsageEnd) -> None:
     await tx.run(
-        "UPDATE usage_records SET status = ?, error_code = ?, cost_micros = ?, latency_ms = ?, attempts = ? WHERE id = ?",
+        "UPDATE usage_records SET status = ?, error_code = ?, cost_micros = ?, latency_ms = ?, attempts = ?,"
+        " provider = COALESCE(?, provider), model = COALESCE(?, model) WHERE id = ?",
         end.status,
         end.error_code,
         end.cost_micros,
         end.latency_ms,
         end.attempts,
+        end.provider,
+        end.model,
         request_id,
     )
 

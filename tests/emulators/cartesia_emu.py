@@ -78,8 +78,8 @@ def create_app(state: EmulatorState, *, max_page_size: int = DEFAULT_MAX_PAGE_SI
             return _error(400, "Bad Request", problem)
         if body["voice"]["id"] not in VOICE_IDS:
             return _error(404, "Not Found", f"voice {body['voice']['id']} not found")
-        b = state.behaviour
-        if not await before_first_byte(request, state):
+        b = state.next_behaviour()
+        if not await before_first_byte(request, state, b):
             return Response(status_code=499)  # nobody is listening any more
         if b.fail_status:
             if b.fail_status == 429:
@@ -89,7 +89,7 @@ def create_app(state: EmulatorState, *, max_page_size: int = DEFAULT_MAX_PAGE_SI
         fmt = _format_kind(body["output_format"])
         assert fmt is not None  # checked by _body_problem
         pieces = split(encoded(fmt, b.audio_duration_s), b.chunks)
-        return StreamingResponse(paced(state, pieces), media_type=CONTENT_TYPES[fmt])
+        return StreamingResponse(paced(state, pieces, behaviour=b), media_type=CONTENT_TYPES[fmt])
 
     async def voices(request: Request) -> Response:
         await record(request, state)

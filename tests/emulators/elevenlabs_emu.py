@@ -106,8 +106,8 @@ def create_app(state: EmulatorState) -> Starlette:
         voice_id = request.path_params["voice_id"]
         if voice_id not in VOICE_IDS:
             return _detail(404, "voice_not_found", f"A voice with the voice_id {voice_id} was not found.")
-        b = state.behaviour
-        if not await before_first_byte(request, state):
+        b = state.next_behaviour()
+        if not await before_first_byte(request, state, b):
             return Response(status_code=499)  # nobody is listening any more
         if b.fail_status:
             if b.fail_status == 429:
@@ -115,7 +115,7 @@ def create_app(state: EmulatorState) -> Starlette:
                 return _detail(429, "too_many_concurrent_requests", "Too many concurrent requests.", headers)
             return _detail(b.fail_status, "something_went_wrong", "We are sorry, something went wrong. You are not charged for this request.")
         pieces = split(encoded(fmt, b.audio_duration_s), b.chunks)
-        return StreamingResponse(paced(state, pieces), media_type=CONTENT_TYPES[fmt])
+        return StreamingResponse(paced(state, pieces, behaviour=b), media_type=CONTENT_TYPES[fmt])
 
     async def voices(request: Request) -> Response:
         await record(request, state)

@@ -43,8 +43,8 @@ def create_app(state: EmulatorState) -> Starlette:
         fmt = body.get("response_format", "mp3")
         if fmt not in CONTENT_TYPES:
             return _error(400, f"Invalid value for 'response_format': {fmt}", "invalid_request_error", None, "response_format")
-        b = state.behaviour
-        if not await before_first_byte(request, state):
+        b = state.next_behaviour()
+        if not await before_first_byte(request, state, b):
             return Response(status_code=499)
         if b.fail_status:
             headers = retry_after_headers(b)
@@ -58,13 +58,13 @@ def create_app(state: EmulatorState) -> Starlette:
                 return f"data: {json.dumps(event)}\n\n".encode()
 
             async def sse():
-                async for event in paced(state, pieces, wrap):
+                async for event in paced(state, pieces, wrap, b):
                     yield event
                 done = {"type": "speech.audio.done", "usage": {"input_tokens": len(body["input"]), "output_tokens": 1, "total_tokens": len(body["input"]) + 1}}
                 yield f"data: {json.dumps(done)}\n\n".encode()
 
             return StreamingResponse(sse(), media_type="text/event-stream")
-        return StreamingResponse(paced(state, pieces), media_type=CONTENT_TYPES[fmt])
+        return StreamingResponse(paced(state, pieces, behaviour=b), media_type=CONTENT_TYPES[fmt])
 
     async def models(request: Request) -> Response:
         await record(request, state)

@@ -12,6 +12,7 @@ import uvicorn
 
 class LoopbackServer:
     def __init__(self, app: Any, *, lifespan: str = "off") -> None:
+        self.app = app
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind(("127.0.0.1", 0))
