@@ -1,4 +1,4 @@
-"""`GET /v1/credits`, `GET /v1/credits/activity` (API key) and `GET /v1/usage` (key or session)."""
+"""`GET /v1/credits`, `GET /v1/credits/activity` and `GET /v1/usage`, with an API key or a session."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def int_param(request: Request, name: str, default: int, low: int, high: int) ->
 
 async def credits(request: Request) -> Response:
     gateway = request.app.state.gateway
-    principal = await limits.counted(request, await gateway.auth.api_key(request))
+    principal = await limits.counted(request, await gateway.auth.any(request))
     snap = await gateway.wallet.snapshot(principal.org_id)
     body = CreditsOut(balance_micros=snap.balance_micros, reserved_micros=snap.reserved_micros)
     return JSONResponse(body.model_dump(by_alias=True))
@@ -36,7 +36,7 @@ async def credits(request: Request) -> Response:
 
 async def credit_activity(request: Request) -> Response:
     gateway = request.app.state.gateway
-    principal = await limits.counted(request, await gateway.auth.api_key(request))
+    principal = await limits.counted(request, await gateway.auth.any(request))
     limit = int_param(request, "limit", 20, 1, 100)
     rows = await gateway.store.activity(principal.org_id, limit)
     body = [

@@ -396,3 +396,26 @@ def test_no_slot_or_reservation_leaks_on_any_fault(tmp_path: Path, emulators: di
         assert query(gateway.settings.database_url, "SELECT COUNT(*) FROM reservations WHERE state = 'held'")[0][0] == 0
         assert asyncio.run(gateway.internals.limits.slots_in_use(key_id)) == 0
         assert speak(gateway, key).status_code == 200  # the one slot is free again
+
+
+def test_local_engines_break_one_by_one(emulators: dict[str, Emulator]) -> None:
+    """A failing engine opens its own circuit; the other engines of the same provider stay up."""
+    from providers import build_provider
+    from providers.base import ErrorKind, ProviderError
+    from router.catalog import Catalog
+    from router.health import HealthBoard
+
+    config = resilient_config(emulators, fail_max=2, reset_timeout_s=30)
+    local = build_provider("local", config.providers["local"])
+    health = HealthBoard(config, {"local": local})
+    catalog = Catalog(config, {"local": local}, health)
+    for _ in range(2):
+        health.circuit(local, "piper").admit().failed(ProviderError(ErrorKind.unavailable, "engine crashed", provider="local"))
+    states = {s.id: (s.state, s.reason) for s in catalog.status()}
+    assert states["local/piper"] == ("unavailable", "circuit_open")
+    assert states["local/kokoro"] == ("available", None)
+    # A full queue or missing weights say nothing about the engine's health.
+    for kind in (ErrorKind.overloaded, ErrorKind.not_installed):
+        health.circuit(local, "kokoro").admit().failed(ProviderError(kind, "busy", provider="local"))
+    assert health.circuit(local, "kokoro").failures == 0
+    asyncio.run(local.aclose())
