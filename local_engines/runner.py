@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import threading
 import time
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import av
 import numpy as np
@@ -46,6 +46,7 @@ class EngineRunner:
         self.settings = settings
         self.pool = WorkerPool(f"engine-{engine.id}", settings.workers)
         self.gate = StreamGate(settings.max_streams, settings.max_queue, settings.queue_timeout_s)
+        self.on_rtf: Callable[[str, float], None] | None = None  # (engine id, compute s / audio s) per piece
         self._load_lock = threading.Lock()
         self._loaded = False
         self.load_error: BaseException | None = None
@@ -102,7 +103,7 @@ class EngineRunner:
         def submit(piece: text_mod.Chunk | None, deadline: float) -> asyncio.Task[np.ndarray] | None:
             if piece is None:
                 return None
-            return asyncio.ensure_future(self.pool.run(deadline, engine.synthesize, piece.text, utterance))
+            return asyncio.ensure_future(self.pool.run(deadline, self._synthesize, piece.text, utterance))
 
         piece = next(pieces, None)
         job = submit(piece, started)
@@ -126,6 +127,14 @@ class EngineRunner:
                 job.cancel()
                 with contextlib.suppress(BaseException):
                     await job
+
+    def _synthesize(self, text: str, utterance: Utterance) -> np.ndarray:
+        """One piece on a worker thread, its real-time factor reported to `on_rtf`."""
+        started = time.perf_counter()
+        samples = self.engine.synthesize(text, utterance)
+        if self.on_rtf is not None and len(samples):
+            self.on_rtf(self.engine.id, (time.perf_counter() - started) * self.engine.sample_rate / len(samples))
+        return samples
 
     def close(self) -> None:
         self.pool.close()

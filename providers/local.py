@@ -23,6 +23,7 @@ from local_engines.registry import build_engine
 from local_engines.runner import EngineRunner, RunnerSettings
 from providers._http import build_client, error_from_response, stream_audio
 from providers.base import Capabilities, ErrorKind, Health, ProviderError, SynthesisRequest, Voice
+from router import metrics
 from router.config import ProviderSpec
 
 logger = logging.getLogger("voxrouter.engines")
@@ -81,6 +82,7 @@ class LocalProvider:
             else:
                 engine = build_engine(engine_spec.engine, engine_id, engine_spec.engine_settings())
                 self._runners[engine_id] = EngineRunner(engine, engine_spec.runner_settings())
+                self._runners[engine_id].on_rtf = _observe_rtf
         self._preloading: asyncio.Task[None] | None = None
 
     @property
@@ -95,9 +97,27 @@ class LocalProvider:
             return self._remotes[model].unavailable_reason
         return None
 
+    def engine_gates(self) -> dict[str, Any]:
+        """The in-process engines' stream gates (active, waiting), for the metrics."""
+        return {engine_id: runner.gate for engine_id, runner in self._runners.items()}
+
     def engine_states(self) -> list[tuple[str, str | None]]:
         """(engine id, reason it is unavailable or None) for every configured engine."""
         return [(engine_id, self.unavailable_reason(engine_id)) for engine_id in self._options.engines]
+
+    def preload_states(self) -> list[tuple[str, str | None]]:
+        """(engine id, None when loaded, else why not yet) for the engines set to preload
+        whose weights are installed; absent weights are reported by /v1/status, not readiness."""
+        states: list[tuple[str, str | None]] = []
+        for name in self._options.preload:
+            runner = self._runners.get(name)
+            if runner is None or runner.missing():
+                continue
+            if runner.load_error is not None:
+                states.append((name, f"failed to load: {type(runner.load_error).__name__}"))
+            else:
+                states.append((name, None if runner.loaded else "loading"))
+        return states
 
     def capabilities(self, model: str) -> Capabilities:
         spec = self._spec.model(model) or self._spec.default_model
@@ -276,3 +296,7 @@ def _engine_error(exc: ProviderError) -> ProviderError:
     if exc.status in (429, 503):
         return ProviderError(ErrorKind.overloaded, exc.message, provider=exc.provider, status=exc.status, retry_after=exc.retry_after)
     return exc
+
+
+def _observe_rtf(engine_id: str, rtf: float) -> None:
+    metrics.ENGINE_RTF.labels(engine_id).observe(rtf)

@@ -13,7 +13,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from router import accounts, catalog, speech, usage, web
+from router import accounts, billing, catalog, liveness, metrics, speech, usage, web
 from router.errors import EXCEPTION_HANDLERS
 from router.gateway import running_gateway
 from router.limits import RESPONSE_HEADERS
@@ -37,11 +37,22 @@ ROUTES = [
     Route("/v1/keys", accounts.list_keys, methods=["GET"]),
     Route("/v1/keys", accounts.create_key, methods=["POST"]),
     Route("/v1/keys/{key_id}", accounts.delete_key, methods=["DELETE"]),
+    Route("/v1/billing/methods", billing.list_methods, methods=["GET"]),
+    Route("/v1/billing/topup", billing.topup, methods=["POST"]),
+    Route("/v1/billing/checkout", billing.checkout, methods=["POST"]),
+    Route("/v1/billing/webhook", billing.webhook, methods=["POST"]),
     # The device-login page for people (HTML, not part of the API).
     Route("/device", web.device_page, methods=["GET"], include_in_schema=False),
     Route("/device/login", web.device_login, methods=["POST"], include_in_schema=False),
     Route("/device/decide", web.device_decide, methods=["POST"], include_in_schema=False),
     Route("/device/logout", web.device_logout, methods=["POST"], include_in_schema=False),
+    # For operators: the Prometheus scrape and the Kubernetes probes (not part of the API).
+    Route("/metrics", metrics.metrics_endpoint, methods=["GET"], include_in_schema=False),
+    Route("/healthz", liveness.healthz, methods=["GET"], include_in_schema=False),
+    Route("/readyz", liveness.readyz, methods=["GET"], include_in_schema=False),
+    # Where Stripe Checkout sends the browser back (config billing.success_url / cancel_url).
+    Route("/billing/success", billing.checkout_success, methods=["GET"], include_in_schema=False),
+    Route("/billing/cancel", billing.checkout_cancel, methods=["GET"], include_in_schema=False),
 ]
 
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

@@ -12,7 +12,8 @@ from router.errors import ApiError
 M = TypeVar("M", bound=BaseModel)
 
 
-async def read_body(request: Request, model: type[M], max_bytes: int) -> M:
+async def read_raw(request: Request, max_bytes: int) -> bytes:
+    """The body's bytes, or 413 as soon as it is known to pass `max_bytes`."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise ApiError(413, "invalid_body", f"body is larger than {max_bytes} bytes")
@@ -23,8 +24,13 @@ async def read_body(request: Request, model: type[M], max_bytes: int) -> M:
         if size > max_bytes:
             raise ApiError(413, "invalid_body", f"body is larger than {max_bytes} bytes")
         parts.append(part)
+    return b"".join(parts)
+
+
+async def read_body(request: Request, model: type[M], max_bytes: int) -> M:
+    raw = await read_raw(request, max_bytes)
     try:
-        parsed = model.model_validate_json(b"".join(parts))
+        parsed = model.model_validate_json(raw)
     except ValidationError as exc:
         raise ApiError(400, "invalid_body", _describe(exc)) from None
     if _has_nul(parsed.model_dump()):

@@ -1,47 +1,54 @@
-"""The `voxrouter` command: `serve` the gateway, and offline `admin` tasks on its database."""
+"""The `voxrouter` command: `serve` the gateway, `engine serve`, offline `admin` tasks on its
+database, and the user commands of router/commands.py (speech, voices, login, keys, ...)."""
 
 from __future__ import annotations
 
 import asyncio
-import decimal
 import json
 import sys
-from typing import Awaitable, Callable, TypeVar
+from typing import TYPE_CHECKING, Awaitable, Callable, TypeVar
 
 import click
 
-from router.settings import Settings
+from router import commands, money
 from router.store.base import Conflict, NewApiKeyRecord, Store
 
-T = TypeVar("T")
+if TYPE_CHECKING:  # the gateway's settings load its config: too slow for every `voxrouter voices`
+    from router.settings import Settings
 
-MICROS_PER_USD = 1_000_000
+T = TypeVar("T")
 
 
 def usd_to_micros(value: str) -> int:
     try:
-        micros = decimal.Decimal(value) * MICROS_PER_USD
-    except decimal.InvalidOperation:
-        raise click.BadParameter(f"{value!r} is not an amount in dollars") from None
-    if micros < 0 or micros != micros.to_integral_value():
-        raise click.BadParameter(f"{value!r}: use a non-negative amount with at most 6 decimals")
-    return int(micros)
+        return money.usd_to_micros(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.group()
+@commands.base_url_option
 def main() -> None:
-    """VoxRouter: one OpenAI-compatible endpoint for every TTS provider."""
+    """VoxRouter: one OpenAI-compatible endpoint for every TTS provider.
+
+    Data-plane commands take an API key from VOXROUTER_API_KEY; account, key, billing and usage
+    commands take the session saved by `voxrouter login`.
+    """
 
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
 @click.option("--log-level", default="info", show_default=True)
-def serve(host: str, port: int, log_level: str) -> None:
+@click.option(
+    "--workers", default=1, show_default=True, type=click.IntRange(min=1),
+    help="Worker processes; set PROMETHEUS_MULTIPROC_DIR so /metrics adds theirs up.",
+)
+def serve(host: str, port: int, log_level: str, workers: int) -> None:
     """Run the gateway (database from VOXROUTER_DATABASE_URL, config from VOXROUTER_CONFIG)."""
     import uvicorn
 
-    uvicorn.run("router.app:create_app", factory=True, host=host, port=port, log_level=log_level)
+    uvicorn.run("router.app:create_app", factory=True, host=host, port=port, log_level=log_level, workers=workers)
 
 
 @main.group()
@@ -53,6 +60,7 @@ def _run_admin(fn: Callable[[Store], Awaitable[T]]) -> T:
     """Open the configured database (migrating it if needed), run `fn`, close it."""
 
     async def run() -> T:
+        from router.settings import Settings
         from router.store import open_store
 
         store = await open_store(Settings.from_env().database_url)
@@ -125,6 +133,8 @@ def create_key(
     characters_per_minute: int | None,
 ) -> None:
     """Create an API key; prints only the secret on stdout (it is never shown again)."""
+    from router.settings import Settings
+
     credit = usd_to_micros(credit_usd)
     daily = usd_to_micros(daily_limit_usd) if daily_limit_usd is not None else None
     monthly = usd_to_micros(monthly_limit_usd) if monthly_limit_usd is not None else None
@@ -268,5 +278,7 @@ def engine_serve(engine_ids: tuple[str, ...], host: str, port: int, config_path:
     uvicorn.run(create_engine_app(runners), host=host, port=port, log_level=log_level)
 
 
+commands.register(main)
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(prog_name="voxrouter"))

@@ -172,6 +172,50 @@ class ResilienceSpec(_Strict):
     probe_interval_s: float = Field(default=30.0, gt=0)  # free health probes (voices/models listings)
 
 
+class BonusTier(_Strict):
+    min_cents: int = Field(ge=0)  # a checkout of at least this many cents...
+    bonus_percent: int = Field(ge=0, le=100)  # ...is credited this much more
+
+
+class BillingSpec(_Strict):
+    """Stripe billing (router/billing.py); the keys come from the environment (router/settings.py).
+
+    Amounts are USD cents, as Stripe counts them; the wallet is credited in micro-dollars."""
+
+    topup_min_cents: int = Field(default=1_000, gt=0)  # off-session top-ups with a saved card
+    topup_max_cents: int = Field(default=100_000, gt=0)
+    checkout_min_cents: int = Field(default=500, gt=0)  # browser checkout (Stripe's minimum is 50)
+    checkout_max_cents: int = Field(default=100_000, gt=0)
+    # A checkout is credited with the bonus of the highest tier its amount reaches.
+    bonus_tiers: list[BonusTier] = [
+        BonusTier(min_cents=500, bonus_percent=0),
+        BonusTier(min_cents=2_000, bonus_percent=10),
+        BonusTier(min_cents=5_000, bonus_percent=15),
+        BonusTier(min_cents=10_000, bonus_percent=20),
+    ]
+    product_name: str = Field(default="VoxRouter credits", min_length=1)
+    save_cards: bool = True  # checkout saves the card for later off-session top-ups
+    # Where Checkout sends the browser; default: {auth.public_url or the request's base}/billing/success|cancel.
+    # Stripe replaces {CHECKOUT_SESSION_ID} in the success URL.
+    success_url: str | None = None
+    cancel_url: str | None = None
+    max_methods: int = Field(default=5, ge=1, le=100)  # saved cards listed
+    timeout_s: float = Field(default=30.0, gt=0)  # per Stripe API call
+    max_network_retries: int = Field(default=2, ge=0)  # the stripe library's retries (idempotent: keys on every POST)
+    webhook_tolerance_s: int = Field(default=300, gt=0)  # older signed timestamps are refused (replays)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "BillingSpec":
+        if self.topup_min_cents > self.topup_max_cents or self.checkout_min_cents > self.checkout_max_cents:
+            raise ValueError("billing: a minimum is above its maximum")
+        return self
+
+    def bonus_percent(self, amount_cents: int) -> int:
+        """The bonus of the highest tier `amount_cents` reaches (0 below every tier)."""
+        reached = [tier for tier in self.bonus_tiers if amount_cents >= tier.min_cents]
+        return max(reached, key=lambda tier: tier.min_cents).bonus_percent if reached else 0
+
+
 class ServerSpec(_Strict):
     max_body_bytes: int = 1_048_576
 
@@ -189,6 +233,7 @@ class Config(_Strict):
     wallet: WalletSpec = WalletSpec()
     server: ServerSpec = ServerSpec()
     auth: AuthSpec = AuthSpec()
+    billing: BillingSpec = BillingSpec()
 
     @model_validator(mode="after")
     def _aliases_name_providers(self) -> "Config":

@@ -40,10 +40,16 @@ class Target:
     voice: str | None  # None: matched by language and gender when this target is reached
     model: ModelSpec
     upstream_format: str = ""
+    listed: bool = True  # named in the config (not an unlisted id passed through)
 
     @property
     def label(self) -> str:
         return f"{self.provider.id}/{self.model_id}"
+
+    @property
+    def metric_label(self) -> str:
+        """The model as a metrics label: client-chosen unlisted ids share one value."""
+        return self.label if self.listed else f"{self.provider.id}/other"
 
 
 @dataclasses.dataclass
@@ -136,7 +142,8 @@ def _target(config: Config, providers: dict[str, Provider], model: str, voice: s
     spec = config.providers[provider_id].model(model_id)
     if spec is None:
         raise ApiError(400, "invalid_model", f"unknown_model: {provider_id}/{model_id}")
-    return Target(provider=provider, model_id=model_id, voice=voice, model=spec)
+    listed = model_id in config.providers[provider_id].models
+    return Target(provider=provider, model_id=model_id, voice=voice, model=spec, listed=listed)
 
 
 def _mapped_voice(config: Config, primary: Target, target: Target, client_voice: str) -> str | None:

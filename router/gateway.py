@@ -12,6 +12,7 @@ import httpx
 
 from providers import build_provider
 from providers.base import Provider
+from router import metrics
 from router.auth import Authenticator
 from router.catalog import Catalog
 from router.config import Config
@@ -21,6 +22,7 @@ from router.settings import Settings
 from router.state import LimitState, open_limit_state
 from router.store import open_store
 from router.store.base import Store
+from router.stripe_gateway import StripeGateway
 from router.throttle import FailureThrottle
 from router.wallet import Wallet
 
@@ -40,6 +42,8 @@ class Gateway:
     dispatcher: Dispatcher
     login_by_email: FailureThrottle
     login_by_client: FailureThrottle
+    stripe: StripeGateway | None = None  # None: no STRIPE_API_KEY, billing routes answer 503
+    stripe_webhook_secret: str | None = dataclasses.field(default=None, repr=False)
 
 
 @contextlib.asynccontextmanager
@@ -69,6 +73,8 @@ async def running_gateway(
         dispatcher=Dispatcher(config, health, catalog),
         login_by_email=FailureThrottle(auth.login_failures_per_email, auth.login_window_s),
         login_by_client=FailureThrottle(auth.login_failures_per_client, auth.login_window_s),
+        stripe=_stripe(settings, config),
+        stripe_webhook_secret=settings.stripe_webhook_secret,
     )
     for provider in providers.values():
         start = getattr(provider, "start", None)  # local engines preload their weights
@@ -93,8 +99,23 @@ async def running_gateway(
             await gateway.auth.flush_last_used()
         for provider in providers.values():
             await provider.aclose()
+        if gateway.stripe is not None:
+            await gateway.stripe.aclose()
         await limits.aclose()
         await store.close()
+        metrics.process_exiting()
+
+
+def _stripe(settings: Settings, config: Config) -> StripeGateway | None:
+    if not settings.stripe_api_key:
+        return None
+    billing = config.billing
+    return StripeGateway(
+        settings.stripe_api_key,
+        api_base=settings.stripe_api_base,
+        timeout_s=billing.timeout_s,
+        max_network_retries=billing.max_network_retries,
+    )
 
 
 async def _every(interval_s: float, chore: Callable[[], Awaitable[object]], name: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
+from router import metrics
 from router.auth import Principal
 from router.config import LimitsSpec
 from router.errors import ApiError
@@ -45,6 +46,7 @@ async def admit(
     setattr(request.state, RESPONSE_HEADERS, {k: v for k, v in headers.items() if k != "Retry-After"})
     if admission.allowed:
         return admission
+    metrics.LIMIT_REJECTIONS.labels(admission.reason or "rate_limited").inc()
     if admission.reason == "concurrency_limited":
         raise ApiError(
             429,

@@ -47,11 +47,24 @@ class Operation:
     status: int = 200
     path_params: tuple[str, ...] = ()
     notes: tuple[tuple[int, str], ...] = ()  # error descriptions that differ from _ERRORS
+    retry_after: tuple[int, ...] = (429, 503)  # error statuses that carry Retry-After
 
 
 _SESSION = ("session",)
 _ANY = ("apiKey", "session")
 _POLL_400 = "invalid_body, or an RFC 8628 state: authorization_pending, slow_down, expired_token, access_denied, invalid_device_code"
+_BILLING_NOTES = (
+    (400, "invalid_body (amountCents outside the configured bounds included)"),
+    (502, "upstream_error: Stripe failed or could not be reached"),
+    (503, "billing_not_configured: the gateway has no STRIPE_API_KEY"),
+)
+_STRIPE_SIGNATURE = {
+    "name": "Stripe-Signature",
+    "in": "header",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.<raw body>' keyed with the webhook secret>",
+}
 _LIMIT = {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}}
 
 OPERATIONS: dict[tuple[str, str], Operation] = {
@@ -74,9 +87,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         ),
     ),
     ("/v1/status", "get"): Operation("providerStatus", "Live health per provider.", ("array", schemas.StatusOut)),
-    ("/v1/credits", "get"): Operation("getCredits", "Wallet snapshot in USD micro-dollars.", schemas.CreditsOut),
+    ("/v1/credits", "get"): Operation("getCredits", "Wallet snapshot in USD micro-dollars.", schemas.CreditsOut, security=_ANY),
     ("/v1/credits/activity", "get"): Operation(
-        "listCreditActivity", "Ledger rows, newest first.", ("array", schemas.ActivityOut), query=(_LIMIT,), errors=(400, 401, 500)
+        "listCreditActivity", "Ledger rows, newest first.", ("array", schemas.ActivityOut), query=(_LIMIT,), errors=(400, 401, 500),
+        security=_ANY,
     ),
     ("/v1/usage", "get"): Operation(
         "getUsage",
@@ -123,6 +137,30 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "revokeKey", "Revoke a key; only its creator may.", schemas.RevokedKeyOut,
         errors=(401, 403, 404, 500), security=_SESSION, path_params=("key_id",),
     ),
+    ("/v1/billing/methods", "get"): Operation(
+        "listPaymentMethods", "The organization's saved cards (Stripe).", ("array", schemas.PaymentMethodOut),
+        errors=(401, 500, 502, 503), security=_SESSION, notes=_BILLING_NOTES, retry_after=(),
+    ),
+    ("/v1/billing/topup", "post"): Operation(
+        "topUp", "Charge a saved card off-session; the webhook credits the wallet once the payment succeeds.", schemas.TopupOut,
+        body=schemas.TopupRequest, errors=(400, 401, 402, 404, 409, 413, 500, 502, 503), security=_SESSION,
+        notes=(*_BILLING_NOTES, (402, "stripe_3ds_required (the card needs its holder: use checkout) or card_declined"),
+               (404, "not_found: no such saved card in the organization"),
+               (409, "conflict: the idempotencyKey was used before with another amount or card")),
+        retry_after=(),
+    ),
+    ("/v1/billing/checkout", "post"): Operation(
+        "createCheckout", "A Stripe Checkout page to buy credits in the browser, with the bonus of the amount's tier.",
+        schemas.CheckoutOut, body=schemas.CheckoutRequest, errors=(400, 401, 413, 500, 502, 503), security=_SESSION,
+        notes=_BILLING_NOTES, retry_after=(),
+    ),
+    ("/v1/billing/webhook", "post"): Operation(
+        "stripeWebhook", "Stripe's events, authenticated by the Stripe-Signature header; credits and reversals apply once.",
+        schemas.WebhookOut, errors=(400, 413, 500, 503), security=(), query=(_STRIPE_SIGNATURE,),
+        notes=((400, "invalid_signature (missing, wrong or older than the tolerance; nothing is done) or invalid_body"),
+               (503, "billing_not_configured: no STRIPE_WEBHOOK_SECRET")),
+        retry_after=(),
+    ),
 }
 
 _MODELS: list[type[BaseModel]] = [
@@ -150,6 +188,12 @@ _MODELS: list[type[BaseModel]] = [
     schemas.KeyOut,
     schemas.CreatedKeyOut,
     schemas.RevokedKeyOut,
+    schemas.PaymentMethodOut,
+    schemas.TopupRequest,
+    schemas.TopupOut,
+    schemas.CheckoutRequest,
+    schemas.CheckoutOut,
+    schemas.WebhookOut,
 ]
 _REQUEST_MODELS = {
     schemas.SpeechRequest,
@@ -158,6 +202,8 @@ _REQUEST_MODELS = {
     schemas.PollRequest,
     schemas.DeviceDecision,
     schemas.CreateKeyRequest,
+    schemas.TopupRequest,
+    schemas.CheckoutRequest,
 }
 
 _RATE_HEADERS = {
@@ -211,7 +257,7 @@ def _operation(op: Operation) -> dict[str, Any]:
     responses: dict[Any, Any] = {str(op.status): ok}
     for status in errors:
         error: dict[str, Any] = {"description": dict(op.notes).get(status, _ERRORS[status])}
-        headers = {**rate_headers, **(_RETRY_AFTER if status in (429, 503) else {})}
+        headers = {**rate_headers, **(_RETRY_AFTER if status in op.retry_after else {})}
         if headers and status != 401:
             error["headers"] = headers
         error["content"] = {"application/json": {"schema": _ref(schemas.ErrorBody)}}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from providers.base import AUDIO_FORMATS
 
@@ -88,7 +88,8 @@ class CreditsOut(_Body):
 
 class ActivityOut(_Body):
     created_at: str = Field(alias="createdAt")
-    kind: Literal["topup", "reserve", "commit", "refund"]
+    # stripe_refund and chargeback: credit a Stripe refund or dispute took back (source "stripe")
+    kind: Literal["topup", "reserve", "commit", "refund", "stripe_refund", "chargeback"]
     micros_delta: int = Field(alias="microsDelta")
     micros_balance_after: int = Field(alias="microsBalanceAfter")
     source: str
@@ -237,3 +238,51 @@ class UsageOut(_Body):
     by_provider: list[ProviderUsage] = Field(alias="byProvider")
     by_error_code: list[ErrorCodeCount] = Field(alias="byErrorCode")
     recent: list[RecentUsage]
+
+
+# --- billing ------------------------------------------------------------------------------
+
+def _whole_number(value: Any) -> Any:
+    """JSON Schema's integer: 1000 and 1000.0 alike, but never "1000", true or 1000.5."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# Amounts are whole USD cents, as Stripe counts them. The bounds shown in the schema are the
+# shipped defaults; the server checks the configured ones (config `billing:`).
+Cents = Annotated[int, Field(strict=True, ge=1, le=100_000_000), BeforeValidator(_whole_number)]
+
+
+class PaymentMethodOut(_Body):
+    id: str
+    brand: str
+    last4: str
+    exp_month: int = Field(alias="expMonth")
+    exp_year: int = Field(alias="expYear")
+
+
+class TopupRequest(_Body):
+    amount_cents: Cents = Field(alias="amountCents", json_schema_extra={"minimum": 1000, "maximum": 100_000}, description="USD cents, $10 to $1,000.")
+    payment_method_id: str = Field(alias="paymentMethodId", min_length=4, max_length=255, pattern=r"^pm_[A-Za-z0-9_]+$")
+    # The same key (per organization) never charges twice: a retried request gets the first one's answer.
+    idempotency_key: str = Field(alias="idempotencyKey", min_length=1, max_length=255)
+
+
+class TopupOut(_Body):
+    payment_intent_id: str
+    status: str  # succeeded, or processing; the wallet is credited by the webhook when it succeeds
+
+
+class CheckoutRequest(_Body):
+    amount_cents: Cents = Field(alias="amountCents", json_schema_extra={"minimum": 500, "maximum": 100_000}, description="USD cents, $5 to $1,000.")
+
+
+class CheckoutOut(_Body):
+    id: str
+    url: str
+    amount_cents: int = Field(alias="amountCents")
+    bonus_percent: int = Field(alias="bonusPercent")
+    credit_micros: int = Field(alias="creditMicros")  # credited once the payment succeeds
+
+
+class WebhookOut(_Body):
+    received: bool

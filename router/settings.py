@@ -17,6 +17,10 @@ class Settings:
     config: Config | None = None  # an already-loaded config (tests, embedding)
     redis_url: str | None = None  # shared limits for several replicas; None: this process's memory
     redis_prefix: str = "voxrouter"  # key prefix, so several deployments can share one Redis
+    # Billing (router/billing.py). No API key: the billing routes answer 503 billing_not_configured.
+    stripe_api_key: str | None = dataclasses.field(default=None, repr=False)
+    stripe_webhook_secret: str | None = dataclasses.field(default=None, repr=False)  # whsec_...: verifies the webhook
+    stripe_api_base: str | None = None  # another Stripe API base URL (tests: a loopback emulator)
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -25,6 +29,9 @@ class Settings:
             config_path=os.environ.get("VOXROUTER_CONFIG") or None,
             redis_url=os.environ.get("VOXROUTER_REDIS_URL") or None,
             redis_prefix=os.environ.get("VOXROUTER_REDIS_PREFIX") or "voxrouter",
+            stripe_api_key=os.environ.get("STRIPE_API_KEY") or None,
+            stripe_webhook_secret=os.environ.get("STRIPE_WEBHOOK_SECRET") or None,
+            stripe_api_base=os.environ.get("STRIPE_API_BASE") or None,
         )
 
     def load_config(self) -> Config:

@@ -18,8 +18,8 @@ import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 
-from providers.base import ProviderError, SynthesisRequest
-from router import audio, dispatch, limits
+from providers.base import PCM_SAMPLE_RATE, ProviderError, SynthesisRequest
+from router import audio, dispatch, limits, metrics
 from router.auth import Principal
 from router.body import read_body
 from router.config import estimate_cost_micros
@@ -57,7 +57,7 @@ async def create_speech(request: Request) -> Response:
         if not counted:  # refused before it was counted: count it now, for its X-RateLimit-* headers
             with contextlib.suppress(ApiError):
                 await limits.admit(request, gateway.limits, gateway.config.limits, principal)
-        await record_usage(gateway.store, usage, _outcome(started, exc.status, exc.code, 0, attempts))
+        await record_usage(gateway.store, usage, _outcome(started, exc.status, exc.code, 0, attempts, usage=usage))
         raise
     slot = admission.slot if admission else None
 
@@ -76,17 +76,20 @@ async def create_speech(request: Request) -> Response:
         try:
             served = await gateway.dispatcher.start(plan, synthesis, attempts)
         except ApiError as exc:
-            await reservation.refund(_outcome(started, exc.status, exc.code, 0, attempts))
+            await reservation.refund(_outcome(started, exc.status, exc.code, 0, attempts, usage=usage))
             raise
         except BaseException:
-            await reservation.refund(_outcome(started, 499, "client_disconnected", 0, attempts))
+            await reservation.refund(_outcome(started, 499, "client_disconnected", 0, attempts, usage=usage))
             raise
     except BaseException:
         await _release(slot)
         raise
 
     target = served.target
+    metrics.TTFB.labels(target.provider.id).observe(time.monotonic() - started)
     chunks = served.chunks
+    if target.upstream_format == "pcm":
+        chunks = _count_audio(chunks, target.provider.id)
     if target.upstream_format != body.response_format:
         chunks = audio.transcode(chunks, body.response_format)
     if body.stream_format == "sse":
@@ -124,7 +127,7 @@ async def _reserve(gateway: Gateway, principal: Principal, usage: UsageStart, co
             "spend_limit_exceeded",
             f"this request ({cost} micro-dollars) would pass the key's {exc.period} spend limit of {exc.limit_micros}",
         )
-    await record_usage(gateway.store, usage, _outcome(started, error.status, error.code, 0, []))
+    await record_usage(gateway.store, usage, _outcome(started, error.status, error.code, 0, [], usage=usage))
     raise error
 
 
@@ -135,7 +138,19 @@ def _outcome(
     cost: int,
     attempts: list[dispatch.Attempt],
     served: dispatch.Target | None = None,
+    usage: UsageStart | None = None,
 ) -> UsageEnd:
+    """How the request ended, for its usage row; counted in the metrics as it is built (once per request)."""
+    provider = served.provider.id if served else (usage.provider if usage else None) or "none"
+    metrics.REQUESTS.labels(provider, served.metric_label if served else "none", str(status), code or "").inc()
+    metrics.DURATION.labels(provider).observe(time.monotonic() - started)
+    for attempt in attempts:
+        if attempt.outcome != "served":
+            metrics.FALLBACKS.labels(attempt.provider, attempt.reason or "unknown").inc()
+    if cost and served:
+        metrics.COST.labels(provider).inc(cost)
+    if status == 200 and usage is not None:
+        metrics.CHARACTERS.labels(provider).inc(usage.characters)
     return UsageEnd(
         status=status,
         error_code=code,
@@ -185,11 +200,18 @@ async def _settle_after(
         raise
     finally:
         await _release(slot)
-        outcome = _outcome(started, status, code, cost if charge else 0, attempts, target)
+        outcome = _outcome(started, status, code, cost if charge else 0, attempts, target, reservation.usage)
         if charge:
             await reservation.commit(cost, outcome)
         else:
             await reservation.refund(outcome)
+
+
+async def _count_audio(chunks: AsyncIterator[bytes], provider: str) -> AsyncIterator[bytes]:
+    """Audio seconds of a PCM stream (16-bit mono at 24 kHz) as it passes."""
+    async for chunk in chunks:
+        metrics.AUDIO_SECONDS.labels(provider).inc(len(chunk) / (2 * PCM_SAMPLE_RATE))
+        yield chunk
 
 
 async def _sse_events(chunks: AsyncIterator[bytes], characters: int) -> AsyncIterator[bytes]:

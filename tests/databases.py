@@ -90,3 +90,16 @@ def redis_unavailable() -> str | None:
     except Exception as exc:  # any failure means: skip with its reason
         return f"Redis at {REDIS_URL} unreachable ({type(exc).__name__}: {exc}); set VOXROUTER_TEST_REDIS_URL"
     return None
+
+
+def delete_redis_prefix(prefix: str) -> None:
+    """Remove every key a test wrote under `prefix`."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(f"{prefix}:*"))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()

@@ -49,9 +49,16 @@ class GatewayProcess:
     """`python -m router.cli serve` on its own port; use as a context manager so it is always reaped."""
 
     def __init__(
-        self, config_path: Path, database_url: str, log_path: Path, port: int | None = None, env: dict[str, str] | None = None
+        self,
+        config_path: Path,
+        database_url: str,
+        log_path: Path,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        workers: int = 1,
     ) -> None:
         self.env = env or {}
+        self.workers = workers
         self.config_path = config_path
         self.database_url = database_url
         self.log_path = log_path
@@ -66,7 +73,7 @@ class GatewayProcess:
         env = clean_env(VOXROUTER_CONFIG=str(self.config_path), VOXROUTER_DATABASE_URL=self.database_url, **self.env)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "router.cli", "serve", "--port", str(self.port), "--log-level", "warning"],
+                [sys.executable, "-m", "router.cli", "serve", "--port", str(self.port), "--log-level", "warning", "--workers", str(self.workers)],
                 env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )
         self.wait_ready(timeout_s)
@@ -86,6 +93,15 @@ class GatewayProcess:
                 time.sleep(0.05)
         self.kill()
         raise AssertionError(f"gateway did not start in {timeout_s}s:\n{self.log()}")
+
+    def create_key(self, credit_usd: str = "5") -> str:
+        """A fresh organization's API key in this gateway's database (`voxrouter admin create-key`)."""
+        env = clean_env(VOXROUTER_CONFIG=str(self.config_path), VOXROUTER_DATABASE_URL=self.database_url, **self.env)
+        done = subprocess.run(
+            [sys.executable, "-m", "router.cli", "admin", "create-key", "--org", f"org-{self.port}", "--name", "test", "--credit-usd", credit_usd],
+            env=env, cwd=ROOT, capture_output=True, text=True, check=True,
+        )
+        return done.stdout.strip()
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no settlement; what it held stays held in the database."""

@@ -18,7 +18,7 @@ from router.cli import _create_key
 from router.config import LimitValues
 from router.settings import Settings
 from tests.conftest import Emulator, Gateway, emulated_config, running_gateway
-from tests.databases import REDIS_URL, query, redis_unavailable
+from tests.databases import REDIS_URL, delete_redis_prefix, query, redis_unavailable
 from tests.processes import GatewayProcess, write_config
 
 TEXT = "Fifteen chars.."  # 15 characters
@@ -177,16 +177,4 @@ def test_three_gateway_processes_sharing_redis_enforce_one_global_limit(
     finally:
         for process in processes:
             process.stop()
-        _delete_prefix(prefix)
-
-
-def _delete_prefix(prefix: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        keys = list(client.scan_iter(f"{prefix}:*"))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+        delete_redis_prefix(prefix)

@@ -59,8 +59,14 @@ SCHEMAS = {"sqlite": SCHEMA, "postgres": SCHEMA}
 
 EXAMPLES = 40  # per operation and engine; each example is one generated request (plus auth probes)
 PASSWORD = "fuzzing password 1"
+# The billing operations need Stripe behind the gateway, which the shared one has not:
+# tests/test_billing.py fuzzes them with these checks on a gateway with a Stripe emulator (its
+# webhook, authenticated by a signature no schema can generate, is tested there on its own).
 OPERATIONS = [
-    pytest.param(path, method, id=operation["operationId"]) for path, methods in SPEC["paths"].items() for method, operation in methods.items()
+    pytest.param(path, method, id=operation["operationId"])
+    for path, methods in SPEC["paths"].items()
+    for method, operation in methods.items()
+    if not path.startswith("/v1/billing/")
 ]
 # Schema-valid requests the gateway rightly refuses with 400: the schema cannot say which
 # model ids exist, how long an input each model takes, nor that a device code is pending.

@@ -219,6 +219,10 @@ class RedisLimitState:
             for slot_id in lost:
                 self._held.pop(slot_id, None)
 
+    async def ping(self) -> None:
+        """Raises when Redis does not answer (for /readyz)."""
+        await self._redis.ping()
+
     async def aclose(self) -> None:
         await self._redis.aclose()
         await self._fallback.aclose()

@@ -47,6 +47,8 @@ class _PgTx:
 
 
 class PostgresStore(SQLStore):
+    dialect = "postgres"
+
     def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
         self._url = url
         self._sizes = (min_size, max_size)

@@ -30,6 +30,8 @@ def sqlite_path(url: str) -> str:
 
 
 class SQLiteStore(SQLStore):
+    dialect = "sqlite"
+
     def __init__(self, url: str) -> None:
         self._path = sqlite_path(url)
         self._db: aiosqlite.Connection | None = None

@@ -1,0 +1,54 @@
+"""`GET /healthz` (the process answers) and `GET /readyz` (it can serve): for probes every few seconds.
+
+Readiness checks what a request needs and nothing slow: the database answers and has every
+migration, Redis answers when limits live there, and the engines set to preload are loaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+CHECK_TIMEOUT_S = 2.0
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    gateway = request.app.state.gateway
+    checks: dict[str, str] = {}
+    checks["database"], checks["migrations"] = await _database(gateway.store)
+    if hasattr(gateway.limits, "ping"):
+        checks["redis"] = await _check(gateway.limits.ping())
+    for provider in gateway.providers.values():
+        for engine_id, reason in _preloaded_engines(provider):
+            checks[f"engine:{engine_id}"] = reason or "ok"
+    ready = all(value == "ok" for value in checks.values())
+    return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks}, status_code=200 if ready else 503)
+
+
+async def _database(store: Any) -> tuple[str, str]:
+    try:
+        missing = await asyncio.wait_for(store.missing_migrations(), CHECK_TIMEOUT_S)
+    except Exception as exc:  # any failure is the answer: not ready
+        return f"unreachable: {type(exc).__name__}", "unknown"
+    return "ok", "ok" if not missing else f"missing {', '.join(map(str, missing))}"
+
+
+async def _check(ping: Any) -> str:
+    try:
+        await asyncio.wait_for(ping, CHECK_TIMEOUT_S)
+    except Exception as exc:
+        return f"unreachable: {type(exc).__name__}"
+    return "ok"
+
+
+def _preloaded_engines(provider: Any) -> list[tuple[str, str | None]]:
+    """Engines the config preloads must be loaded (or known to be missing) before traffic."""
+    loading = getattr(provider, "preload_states", None)
+    return loading() if loading is not None else []
