@@ -159,6 +159,8 @@ def test_three_gateway_processes_sharing_redis_enforce_one_global_limit(
         for process in processes:
             process.start()
         urls = [p.url for p in processes]
+        ready = httpx.get(urls[0] + "/readyz", timeout=10)
+        assert ready.status_code == 200 and ready.json()["checks"]["redis"] == "ok", ready.text
 
         # 90 requests, 30 to each process, all at once: the key allows 30 a minute in all.
         started = time.monotonic()
