@@ -38,7 +38,7 @@ async def _spread(urls: list[str], key: str) -> list[int]:
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(REQUESTS):
         queue.put_nowait(i)
-    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
+    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY, keepalive_expiry=2.0)  # < uvicorn's 5 s
     async with httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=60, limits=limits) as client:
 
         async def worker() -> None:
