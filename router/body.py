@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from router.errors import ApiError
 
@@ -19,11 +19,14 @@ async def read_raw(request: Request, max_bytes: int) -> bytes:
         raise ApiError(413, "invalid_body", f"body is larger than {max_bytes} bytes")
     parts: list[bytes] = []
     size = 0
-    async for part in request.stream():
-        size += len(part)
-        if size > max_bytes:
-            raise ApiError(413, "invalid_body", f"body is larger than {max_bytes} bytes")
-        parts.append(part)
+    try:
+        async for part in request.stream():
+            size += len(part)
+            if size > max_bytes:
+                raise ApiError(413, "invalid_body", f"body is larger than {max_bytes} bytes")
+            parts.append(part)
+    except ClientDisconnect:  # nobody is left to answer; the status is for the usage row and logs
+        raise ApiError(499, "client_disconnected", "the client went away before sending the whole body") from None
     return b"".join(parts)
 
 

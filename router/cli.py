@@ -44,11 +44,23 @@ def main() -> None:
     "--workers", default=1, show_default=True, type=click.IntRange(min=1),
     help="Worker processes; set PROMETHEUS_MULTIPROC_DIR so /metrics adds theirs up.",
 )
-def serve(host: str, port: int, log_level: str, workers: int) -> None:
+@click.option(
+    "--timeout-keep-alive", default=75, show_default=True, type=click.IntRange(min=1),
+    help="Seconds an idle client connection stays open; longer than clients' and load balancers' own (60 s).",
+)
+def serve(host: str, port: int, log_level: str, workers: int, timeout_keep_alive: int) -> None:
     """Run the gateway (database from VOXROUTER_DATABASE_URL, config from VOXROUTER_CONFIG)."""
     import uvicorn
 
-    uvicorn.run("router.app:create_app", factory=True, host=host, port=port, log_level=log_level, workers=workers)
+    uvicorn.run(
+        "router.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        log_level=log_level,
+        workers=workers,
+        timeout_keep_alive=timeout_keep_alive,
+    )
 
 
 @main.group()

@@ -18,7 +18,7 @@ class LoopbackServer:
         self._sock.bind(("127.0.0.1", 0))
         self.port: int = self._sock.getsockname()[1]
         config = uvicorn.Config(
-            app, log_level="warning", lifespan=lifespan, access_log=False, timeout_graceful_shutdown=2
+            app, log_level="warning", lifespan=lifespan, access_log=False, timeout_graceful_shutdown=2, timeout_keep_alive=75
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
