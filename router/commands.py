@@ -547,8 +547,6 @@ def _payment_method(_ctx: click.Context, _param: click.Parameter, value: str | N
     return value
 
 
-
-
 @click.group()
 def billing() -> None:
     """The wallet, saved cards and top-ups (needs `voxrouter login`)."""

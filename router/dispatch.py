@@ -106,9 +106,9 @@ def plan(config: Config, providers: dict[str, Provider], body: SpeechRequest) ->
         seen.add(key)
         try:
             targets.append(_usable(target, body))
-        except ApiError as exc:
-            first_error = first_error or exc
-            skipped.append(Attempt(target.provider.id, target.model_id, target.voice, "skipped", _skip_reason(exc)))
+        except _Unusable as exc:
+            first_error = first_error or exc.error
+            skipped.append(Attempt(target.provider.id, target.model_id, target.voice, "skipped", exc.reason))
     if not targets:
         assert first_error is not None
         raise first_error
@@ -156,38 +156,44 @@ def _mapped_voice(config: Config, primary: Target, target: Target, client_voice:
     return primary.voice if target.provider.id == primary.provider.id else None
 
 
+class _Unusable(Exception):
+    """A target that cannot take this request: the client's error if none can, and the usage row's reason."""
+
+    def __init__(self, error: ApiError, reason: str) -> None:
+        super().__init__(error.details)
+        self.error = error
+        self.reason = reason
+
+
 def _usable(target: Target, body: SpeechRequest) -> Target:
     """What the target can't do is refused before any money is held; fills the upstream format."""
     reason = target.provider.unavailable_reason(target.model_id)
     if reason == "missing_api_key":
-        raise ApiError(503, "provider_unavailable", f"{target.provider.id} is not configured (missing_api_key)")
+        error = ApiError(503, "provider_unavailable", f"{target.provider.id} is not configured (missing_api_key)")
+        raise _Unusable(error, reason)
     if reason is not None:
-        raise ApiError(503, "provider_unavailable", f"{target.label} is unavailable ({reason})", headers={"Retry-After": "60"})
+        error = ApiError(503, "provider_unavailable", f"{target.label} is unavailable ({reason})", headers={"Retry-After": "60"})
+        raise _Unusable(error, reason)
     capabilities = target.provider.capabilities(target.model_id)
     characters = len(body.input)
     if characters > capabilities.max_input_chars:
-        raise ApiError(
+        error = ApiError(
             400,
             "invalid_body",
             f"input is {characters} characters; {target.label} accepts at most {capabilities.max_input_chars}",
         )
+        raise _Unusable(error, "unsupported")
     overridden = sorted(capabilities.fixed_fields & body.provider_options.keys())
     if overridden:
-        raise ApiError(
+        error = ApiError(
             400, "invalid_body", f"provider_options may not set {', '.join(overridden)}: use the request's own fields"
         )
+        raise _Unusable(error, "unsupported")
     try:
         upstream_format = audio.upstream_format(body.response_format, capabilities.response_formats)
     except ValueError as exc:
-        raise ApiError(400, "invalid_body", f"{target.label}: {exc}") from None
+        raise _Unusable(ApiError(400, "invalid_body", f"{target.label}: {exc}"), "unsupported") from None
     return dataclasses.replace(target, upstream_format=upstream_format)
-
-
-def _skip_reason(exc: ApiError) -> str:
-    for reason in ("missing_api_key", "model_not_installed"):
-        if reason in exc.details:
-            return reason
-    return "unsupported" if exc.status == 400 else exc.code
 
 
 # --- starting ---------------------------------------------------------------------------
