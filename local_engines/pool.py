@@ -10,6 +10,7 @@ That keeps first audio fast under load without slowing anyone's real-time playba
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import heapq
@@ -111,39 +112,77 @@ def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | No
 
 
 class StreamGate:
-    """At most `max_streams` streams synthesising at once, `max_queue` more waiting in line."""
+    """At most `max_streams` streams synthesising at once, `max_queue` more waiting in line,
+    and at most `max_per_tenant` of the streams for any one tenant (an organization): a
+    tenant whose clients hold their streams open without reading cannot take every slot.
+    A freed slot goes to the longest-waiting request whose tenant is under its share."""
 
-    def __init__(self, max_streams: int, max_queue: int, queue_timeout_s: float) -> None:
+    def __init__(self, max_streams: int, max_queue: int, queue_timeout_s: float, max_per_tenant: int | None = None) -> None:
         self.max_streams = max(1, max_streams)
         self.max_queue = max(0, max_queue)
         self.queue_timeout_s = queue_timeout_s
-        self._slots = asyncio.Semaphore(self.max_streams)
+        self.max_per_tenant = max(1, min(max_per_tenant or self.max_streams, self.max_streams))
+        self._by_tenant: dict[str, int] = {}
+        self._waiters: collections.deque[tuple[str, asyncio.Future[None]]] = collections.deque()
         self.active = 0
-        self.waiting = 0
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for _, future in self._waiters if not future.done())
+
+    def _free_for(self, tenant: str) -> bool:
+        return self.active < self.max_streams and self._by_tenant.get(tenant, 0) < self.max_per_tenant
+
+    def _take(self, tenant: str) -> None:
+        self.active += 1
+        self._by_tenant[tenant] = self._by_tenant.get(tenant, 0) + 1
+
+    def _give_back(self, tenant: str) -> None:
+        self.active -= 1
+        left = self._by_tenant[tenant] - 1
+        if left:
+            self._by_tenant[tenant] = left
+        else:
+            del self._by_tenant[tenant]
+        for waiter in list(self._waiters):  # hand the slot on, in arrival order
+            other, future = waiter
+            if future.done():
+                self._waiters.remove(waiter)
+            elif self._free_for(other):
+                self._waiters.remove(waiter)
+                self._take(other)
+                future.set_result(None)
 
     @contextlib.asynccontextmanager
-    async def admit(self) -> AsyncIterator[None]:
-        if self._slots.locked() and self.waiting >= self.max_queue:
-            raise EngineBusy(
-                f"all {self.max_streams} streams are busy and {self.waiting} requests are waiting",
-                retry_after_s=1.0,
-                queue_full=True,
-            )
-        self.waiting += 1
-        try:
-            async with asyncio.timeout(self.queue_timeout_s):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise EngineBusy(
-                f"no stream slot became free within {self.queue_timeout_s:g}s",
-                retry_after_s=max(1.0, self.queue_timeout_s),
-                queue_full=False,
-            ) from None
-        finally:
-            self.waiting -= 1
-        self.active += 1
+    async def admit(self, tenant: str = "") -> AsyncIterator[None]:
+        if self._free_for(tenant):
+            self._take(tenant)
+        else:
+            if self.waiting >= self.max_queue:
+                raise EngineBusy(
+                    f"all {self.max_streams} streams are busy and {self.waiting} requests are waiting",
+                    retry_after_s=1.0,
+                    queue_full=True,
+                )
+            while self._waiters and self._waiters[0][1].done():
+                self._waiters.popleft()
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append((tenant, future))
+            try:
+                await asyncio.wait_for(asyncio.shield(future), self.queue_timeout_s)
+            except BaseException as exc:
+                if future.done() and not future.cancelled():
+                    self._give_back(tenant)  # handed a slot just as it gave up: pass it on
+                else:
+                    future.cancel()
+                if isinstance(exc, TimeoutError):
+                    raise EngineBusy(
+                        f"no stream slot became free within {self.queue_timeout_s:g}s",
+                        retry_after_s=max(1.0, self.queue_timeout_s),
+                        queue_full=False,
+                    ) from None
+                raise
         try:
             yield
         finally:
-            self.active -= 1
-            self._slots.release()
+            self._give_back(tenant)

@@ -39,7 +39,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from local_engines.base import EngineError, EngineNotInstalled, InvalidOption, UnknownVoice
+from local_engines.base import EngineError, EngineNotInstalled, EngineTimeout, InvalidOption, UnknownVoice
 from local_engines.pool import EngineBusy
 from local_engines.runner import EngineRunner
 from router.body import read_body
@@ -93,6 +93,8 @@ def _api_error(engine_id: str, exc: Exception) -> ApiError:
         return ApiError(503, "provider_unavailable", f"{engine_id}: {exc}", headers=_retry_after(exc.retry_after_s))
     if isinstance(exc, EngineNotInstalled):
         return _not_installed(engine_id, str(exc))
+    if isinstance(exc, EngineTimeout):
+        return ApiError(504, "upstream_error", f"{engine_id}: {exc}")
     if isinstance(exc, (UnknownVoice, InvalidOption, EngineError)):
         return ApiError(400, "invalid_body", str(exc))
     logger.error("engine %s failed before any audio", engine_id, exc_info=exc)

@@ -4,9 +4,15 @@ The pieces are synthesised one after another and streamed, so the first one is k
 (fast first audio) and later ones grow towards whole sentences. `Chunk.pause_after_s` is the
 silence to put between a piece's audio and the next one's.
 
+Every piece is bounded whatever the script or spacing: sizes are counted in budget characters
+(`budget_chars`), where a CJK character, a symbol or emoji and a private-use character count
+`HEAVY_WEIGHT` (a phonemiser turns each into several phonemes, "Chinese letter" for a kanji
+read by an English voice), and a piece never exceeds `max_chunk_chars` of them: text without
+spaces (CJK) is cut at its own punctuation, else between characters.
+
 `normalize` always cleans up Unicode, quotes, dashes and whitespace; for English it also
 spells out numbers, currency, times and common abbreviations (with `num2words`), whose
-periods would otherwise be taken for sentence ends.
+periods would otherwise be taken for sentence ends. It never raises, whatever the string.
 """
 
 from __future__ import annotations
@@ -43,7 +49,10 @@ _SPACE = re.compile(r"\s+")
 
 
 def normalize(text: str, language: str = "en") -> str:
-    """Clean `text` up for speech; for English (`language` starting with "en") also expand it."""
+    """Clean `text` up for speech; for English (`language` starting with "en") also expand it.
+
+    Never raises for a str: whatever the client sends is cleaned or passed through, never an
+    engine fault."""
     text = _CONTROL.sub("", text)
     text = unicodedata.normalize("NFKC", text).translate(_QUOTES)
     text = _DASH.sub(" \u2014 ", _SPACE.sub(" ", text)).strip()
@@ -52,9 +61,34 @@ def normalize(text: str, language: str = "en") -> str:
     return text
 
 
+def speakable(text: str, language: str = "en") -> bool:
+    """Whether `text` has anything to say: a letter or digit once normalised. Text of only
+    punctuation, symbols, emoji or private-use characters has not (`split` yields nothing)."""
+    return _ALNUM.search(normalize(text, language)) is not None
+
+
+# Characters a phonemiser turns into several phonemes each: CJK ideographs, kana and hangul
+# (about 2 to 6 in their own language; an English voice reads a kanji as "Chinese letter"),
+# symbols and emoji ("grinning face") and private use. Each counts HEAVY_WEIGHT budget
+# characters; CJK punctuation (U+3000-U+303F) counts one. The engines bound the phonemes per
+# inference themselves: this keeps a piece of CJK about as long, spoken, as one of English.
+HEAVY_WEIGHT = 3
+_HEAVY = re.compile(
+    "[\u1100-\u11ff\u2190-\u2bff\u2e80-\u2fff\u3040-\ua4cf\ua960-\ua97f\uac00-\ud7ff\ue000-\uf8ff\uf900-\ufaff"
+    "\ufe30-\ufe4f\uff66-\uffdc\U0001f000-\U0001faff\U00020000-\U0003ffff\U000f0000-\U0010ffff]"
+)
+
+
+def budget_chars(text: str) -> int:
+    """How many characters `text` counts for in a piece's size (and a runner's time budget):
+    its length, with each heavy character (CJK, symbol, emoji, private use) counting HEAVY_WEIGHT."""
+    return len(text) + (HEAVY_WEIGHT - 1) * sum(1 for _ in _HEAVY.finditer(text))
+
+
 # --- normalisation, English ----------------------------------------------------------------
 
-_ABBREVIATION = re.compile(r"(?<![\w.])(Mrs|Mr|Ms|Dr|Prof|St|Jr|Sr|(?i:vs|etc|approx|e\.g|i\.e))\.")
+# ASCII-only case folding: under Unicode rules "ı.e." would match "i.e" and miss the table.
+_ABBREVIATION = re.compile(r"(?<![\w.])(Mrs|Mr|Ms|Dr|Prof|St|Jr|Sr|(?ai:vs|etc|approx|e\.g|i\.e))\.")
 _TITLES = {"Mr": "Mister", "Mrs": "Missus", "Ms": "Miz", "Dr": "Doctor", "Prof": "Professor"}
 _INLINE = {"vs": "versus", "e.g": "for example", "i.e": "that is", "approx": "approximately"}
 # These often end a sentence, and their period then does both jobs.
@@ -124,7 +158,7 @@ def _abbreviation(m: re.Match[str]) -> str:
     key = word.lower()
     if key in _SENTENCE_FINAL:
         return _SENTENCE_FINAL[key] + "." if _ends_sentence(m) else _SENTENCE_FINAL[key]
-    return _INLINE[key]
+    return _INLINE.get(key, m.group(0))
 
 
 def _ampm(m: re.Match[str]) -> str:
@@ -253,9 +287,14 @@ def split(
 ) -> Iterator[Chunk]:
     """Normalise `text` and yield it as pieces to synthesise in order, lazily.
 
-    Piece k is at most min(max_chunk_chars, first_chunk_chars * growth**k) characters, unless it
-    is a single word. A piece never spans two sentences; it is cut at the last clause mark that
-    fits, else between words.
+    Sizes are in budget characters (`budget_chars`: a CJK character, symbol or emoji counts
+    HEAVY_WEIGHT). Piece k is at most min(max_chunk_chars, first_chunk_chars * growth**k) of
+    them, unless it is a single word, and never more than max_chunk_chars (nor, as characters,
+    ever longer than that). A piece never spans two sentences; it is cut at the last clause
+    mark that fits, else between words; a word or a run of text without spaces (CJK) too long
+    for max_chunk_chars is cut between characters, where possible not inside a combining
+    sequence. Each piece has a letter or digit: a run of punctuation or symbols with no letter
+    or digit that cannot share a piece with one is dropped (there is nothing in it to speak).
     """
     if first_chunk_chars < 1 or max_chunk_chars < 1:
         raise ValueError("first_chunk_chars and max_chunk_chars must be at least 1")
@@ -270,7 +309,7 @@ def _chunks(text: str, first: int, most: int, growth: float) -> Iterator[Chunk]:
     # One piece is held back: only the next one tells whether it is the last.
     held: tuple[str, float] | None = None
     for start, end in _sentences(text):
-        for piece in _cut_sentence(text, start, end, limits):
+        for piece in _cut_sentence(text, start, end, limits, most):
             if held is not None:
                 yield Chunk(*held)
             held = piece
@@ -348,30 +387,63 @@ def _with_end(boundaries: Iterator[int], n: int) -> Iterator[int]:
         yield n
 
 
-def _cut_sentence(text: str, start: int, end: int, limits: Iterator[int]) -> Iterator[tuple[str, float]]:
+def _cut_sentence(text: str, start: int, end: int, limits: Iterator[int], most: int) -> Iterator[tuple[str, float]]:
     """Cut one sentence span into pieces, taking one limit per piece; each piece and each
-    remainder keeps at least one letter or digit."""
+    remainder keeps at least one letter or digit, and no piece is over `most` budget characters."""
     last = end - 1
     while not text[last].isalnum():
         last -= 1
     pos = start
     while True:
         limit = next(limits)
-        if end - pos <= limit:
-            yield text[pos:end], SENTENCE_PAUSE_S
-            return
         first_match = _ALNUM.search(text, pos, end)
         assert first_match is not None
         first = first_match.start()
-        cut = _clause_cut(text, first, min(pos + limit, last))
+        bound = _reach(text, pos, end, limit)
+        if bound <= first:
+            # Leading punctuation or symbols longer than the limit: they go with the first word,
+            # as a word longer than the limit would; with nothing at all if even `most` is too short.
+            word_end = text.find(" ", first, end)
+            bound = min(_reach(text, pos, end, most), end if word_end == -1 else word_end)
+            if bound <= first:
+                pos = first
+                bound = _reach(text, pos, end, limit)
+        if bound >= end:
+            yield text[pos:end], SENTENCE_PAUSE_S
+            return
+        cut = _clause_cut(text, first, min(bound, last))
         pause = CLAUSE_PAUSE_S
         if cut is None:
-            cut, pause = _word_cut(text, pos, first, last, limit)
+            most_bound = _reach(text, pos, end, most)
+            cut, pause = _word_cut(text, pos, first, last, bound, most_bound)
             if cut is None:
-                yield text[pos:end], SENTENCE_PAUSE_S
-                return
+                if most_bound >= end and not _HEAVY.search(text, pos, end):  # the last word, longer than the limit
+                    yield text[pos:end], SENTENCE_PAUSE_S
+                    return
+                if first == last:
+                    # One letter or digit left, then punctuation or symbols: as much as `most` allows.
+                    stop = end if most_bound >= end else _char_cut(text, first, most_bound)
+                    yield text[pos:stop].rstrip(" "), SENTENCE_PAUSE_S
+                    return
+                cut, pause = _char_cut(text, first, min(bound, last)), WORD_PAUSE_S
         yield text[pos:cut], pause
         pos = cut + 1 if text[cut] == " " else cut
+
+
+def _reach(text: str, pos: int, end: int, limit: int) -> int:
+    """The furthest offset (at most `end`) such that text[pos:offset] costs at most `limit`
+    budget characters; at least pos + 1, so that a piece always holds one character."""
+    budget, i = limit, pos
+    while True:
+        m = _HEAVY.search(text, i, min(end, i + budget))
+        if m is None:
+            return max(min(end, i + budget), pos + 1)
+        heavy = m.start()
+        budget -= heavy - i
+        if budget < HEAVY_WEIGHT:
+            return max(heavy, pos + 1)
+        budget -= HEAVY_WEIGHT
+        i = heavy + 1
 
 
 def _clause_cut(text: str, first: int, bound: int) -> int | None:
@@ -384,13 +456,38 @@ def _clause_cut(text: str, first: int, bound: int) -> int | None:
     return cut
 
 
-def _word_cut(text: str, pos: int, first: int, last: int, limit: int) -> tuple[int | None, float]:
-    """The last space that keeps the piece within `limit`; else the end of the first word, which
-    may be longer; None when that word is all that is left."""
-    space = text.rfind(" ", first + 1, min(pos + limit, last - 1) + 1)
+def _word_cut(text: str, pos: int, first: int, last: int, bound: int, most_bound: int) -> tuple[int | None, float]:
+    """The last space that keeps the piece within `bound`; else the end of the first word, which
+    may be longer but stays within `most_bound` and has no heavy (CJK) character; else None."""
+    space = text.rfind(" ", first + 1, min(bound, last - 1) + 1)
     if space == -1:
-        space = text.find(" ", first + 1, last)
-        if space == -1:
+        space = text.find(" ", first + 1, min(last, most_bound + 1))
+        if space == -1 or _HEAVY.search(text, pos, space):  # CJK has no words to keep whole
             return None, SENTENCE_PAUSE_S
     piece_end = text[pos:space].rstrip(_CLOSERS)
     return space, CLAUSE_PAUSE_S if piece_end and piece_end[-1] in _CLAUSE_MARKS else WORD_PAUSE_S
+
+
+# Zero-width joiner, variation selectors, emoji skin tones: they belong to the character before.
+_JOINERS = re.compile("[\u200c\u200d\ufe00-\ufe0f\U0001f3fb-\U0001f3ff\U000e0020-\U000e007f\U000e0100-\U000e01ef]")
+
+
+def _char_cut(text: str, first: int, bound: int) -> int:
+    """Where to cut a run without spaces: at `bound`, moved back (not past the first letter) so
+    as not to split a combining sequence, a joined emoji or a hangul syllable in jamo."""
+    cut = bound
+    while cut > first + 1 and _joined(text, cut):
+        cut -= 1
+    return cut if not _joined(text, cut) else bound
+
+
+def _joined(text: str, i: int) -> bool:
+    """Whether text[i] belongs to the same user-perceived character as text[i - 1]."""
+    c, before = text[i], text[i - 1]
+    return (
+        unicodedata.category(c) in ("Mn", "Mc", "Me")
+        or _JOINERS.match(c) is not None
+        or before == "\u200d"
+        or ("\u1100" <= before <= "\u115f" and "\u1160" <= c <= "\u11ff")
+        or ("\u1160" <= before <= "\u11a7" and "\u11a8" <= c <= "\u11ff")
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from typing import Any, AsyncIterator, Callable
+from urllib.parse import quote
 
 import anyio
 import httpx
@@ -28,6 +29,14 @@ def build_client(
         transport=transport,
         follow_redirects=False,
     )
+
+
+def path_segment(value: str, *, provider: str, field: str) -> str:
+    """`value` as one percent-encoded URL path segment. "." and ".." are refused: they would
+    climb the path ("/v1/text-to-speech/../stream" is "/v1/stream" once resolved)."""
+    if value in ("", ".", "..") or any(ord(c) < 0x20 or c == "\x7f" for c in value):
+        raise ProviderError(ErrorKind.bad_request, f"{field} {value!r} is not a valid {provider} id", provider=provider)
+    return quote(value, safe="")
 
 
 def kind_for_status(status: int) -> ErrorKind:

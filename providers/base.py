@@ -70,6 +70,9 @@ class SynthesisRequest:
     speed: float | None = None
     instructions: str | None = None
     provider_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # Who the call is for (an organization id): shared capacity (a local engine's stream
+    # slots) is split fairly between tenants. Never sent upstream.
+    tenant: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +108,11 @@ class Provider(Protocol):
         ...
 
     def capabilities(self, model: str) -> Capabilities: ...
+
+    def spoken_characters(self, model: str, text: str) -> int:
+        """How many characters `text` counts for (price, caps, per-minute limits): what the
+        upstream will actually speak after normalisation, never fewer than `len(text)`."""
+        ...
 
     def synthesize(self, request: SynthesisRequest) -> AsyncIterator[bytes]: ...
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 from typing import Any, AsyncIterator
-from urllib.parse import quote
 
+from providers._http import path_segment
 from providers.base import ErrorKind, ProviderError, SynthesisRequest, Voice
 from providers.remote import RemoteProvider, merge_options
 
@@ -58,11 +58,12 @@ class ElevenLabsProvider(RemoteProvider):
 
     async def synthesize(self, request: SynthesisRequest) -> AsyncIterator[bytes]:
         params = self._params(request.response_format)
+        voice = path_segment(request.voice, provider=self.id, field="voice")
         body: dict[str, Any] = {"text": request.input, "model_id": request.model}
         if request.speed is not None:
             body["voice_settings"] = {"speed": request.speed}
         body = merge_options(body, request.provider_options)
-        url = f"/v1/text-to-speech/{quote(request.voice, safe='')}/stream"
+        url = f"/v1/text-to-speech/{voice}/stream"
         async for chunk in self._stream(url, params=params, json=body):
             yield chunk
 

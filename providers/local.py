@@ -12,12 +12,14 @@ import contextlib
 import json
 import logging
 import os
+import unicodedata
 from typing import Any, AsyncIterator
 
 import httpx
 from pydantic import BaseModel, ConfigDict
 
-from local_engines.base import EngineError, EngineNotInstalled, InvalidOption, UnknownVoice
+from local_engines import text as text_mod
+from local_engines.base import EngineError, EngineNotInstalled, EngineTimeout, InvalidOption, NothingToSpeak, UnknownVoice
 from local_engines.pool import EngineBusy
 from local_engines.registry import build_engine
 from local_engines.runner import EngineRunner, RunnerSettings
@@ -33,8 +35,10 @@ _CLONING = frozenset({"chatterbox", "moss-tts-nano"})
 
 class EngineSpec(BaseModel):
     """One engine under the local provider; keys other than these go to the engine itself
-    (model_path, voices_path, voices_dir, weights_dir, threads, device, ...). A key ending
-    in `_env` names an environment variable that overrides the key without the suffix."""
+    (model_path, voices_path, voices_dir, weights_dir, threads, device, first_chunk_chars,
+    max_chunk_chars, max_phonemes, ...). A key ending in `_env` names an environment
+    variable that overrides the key without the suffix. The `*budget*` keys bound the
+    compute time of one request and of one piece of it (see `local_engines.runner`)."""
 
     model_config = ConfigDict(extra="allow")
     engine: str  # kind: kokoro | piper | chatterbox | moss-tts-nano
@@ -45,6 +49,11 @@ class EngineSpec(BaseModel):
     max_streams: int = 4
     max_queue: int = 16
     queue_timeout_s: float = 30.0
+    max_streams_per_tenant: int | None = None  # one organization's share of max_streams (None: half of it)
+    budget_base_s: float = RunnerSettings.budget_base_s
+    budget_per_char_s: float = RunnerSettings.budget_per_char_s
+    piece_budget_base_s: float = RunnerSettings.piece_budget_base_s
+    piece_budget_per_char_s: float = RunnerSettings.piece_budget_per_char_s
 
     def token(self) -> str | None:
         return (self.token_env and os.environ.get(self.token_env)) or None
@@ -58,7 +67,17 @@ class EngineSpec(BaseModel):
         return extra
 
     def runner_settings(self) -> RunnerSettings:
-        return RunnerSettings(self.workers, self.max_streams, self.max_queue, self.queue_timeout_s)
+        return RunnerSettings(
+            self.workers,
+            self.max_streams,
+            self.max_queue,
+            self.queue_timeout_s,
+            max_streams_per_tenant=self.max_streams_per_tenant,
+            budget_base_s=self.budget_base_s,
+            budget_per_char_s=self.budget_per_char_s,
+            piece_budget_base_s=self.piece_budget_base_s,
+            piece_budget_per_char_s=self.piece_budget_per_char_s,
+        )
 
 
 class LocalOptions(BaseModel):
@@ -124,6 +143,15 @@ class LocalProvider:
         kind = self._options.engines[model].engine if model in self._options.engines else model
         return Capabilities(response_formats=("pcm",), max_input_chars=spec.max_input_chars, cloning=kind in _CLONING)
 
+    def spoken_characters(self, model: str, text: str) -> int:
+        """The characters of `text` once normalised as the engine will speak it (numbers and
+        abbreviations spelled out for English, NFKC expansions such as U+FDFA's 18 letters),
+        never fewer than `len(text)`. The voice is not known here, so it is the longer of the
+        English and the plain normalisation; for an engine id not configured here, NFKC."""
+        if model in self._runners or model in self._remotes:
+            return max(len(text), len(text_mod.normalize(text, "en")), len(text_mod.normalize(text, "und")))
+        return max(len(text), len(unicodedata.normalize("NFKC", text)))
+
     async def start(self) -> None:
         """Load the preload engines in the background, so the first request finds them warm,
         and learn which remote engines are installed."""
@@ -151,10 +179,12 @@ class LocalProvider:
             raise ProviderError(ErrorKind.bad_request, f"{label} is not a configured engine", provider=self.id)
         try:
             utterance = runner.utterance(request.voice, request.speed, request.provider_options)
-            async for chunk in runner.stream(request.input, utterance):
+            async for chunk in runner.stream(request.input, utterance, request.tenant):
                 yield chunk
-        except (UnknownVoice, InvalidOption) as exc:
+        except (UnknownVoice, InvalidOption, NothingToSpeak) as exc:
             raise ProviderError(ErrorKind.bad_request, str(exc), provider=self.id, status=400) from None
+        except EngineTimeout as exc:
+            raise ProviderError(ErrorKind.timeout, f"{label}: {exc}", provider=self.id, status=504) from None
         except EngineBusy as exc:
             raise ProviderError(
                 ErrorKind.overloaded,

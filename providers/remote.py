@@ -3,6 +3,7 @@ a streaming call, a JSON GET and the free health probe. Subclasses speak the wir
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any, AsyncIterator
 
 import httpx
@@ -64,6 +65,10 @@ class RemoteProvider:
             instructions=spec.instructions,
             fixed_fields=self.fixed_fields,
         )
+
+    def spoken_characters(self, model: str, text: str) -> int:
+        # Upstreams normalise compatibility characters (U+FDFA is 18 letters spoken).
+        return max(len(text), len(unicodedata.normalize("NFKC", text)))
 
     def _stream(self, url: str, *, json: Any, params: dict[str, Any] | None = None) -> AsyncIterator[bytes]:
         return stream_audio(

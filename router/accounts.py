@@ -19,7 +19,8 @@ from router.auth import SESSION_PREFIX, Principal, bearer_token, hash_secret, ne
 from router.body import read_body
 from router.errors import ApiError
 from router.gateway import Gateway
-from router.passwords import hash_password, verify_password
+from router.limits import organization_limit
+from router.public_url import public_base
 from router.schemas import (
     CreatedKeyOut,
     CreateKeyRequest,
@@ -36,7 +37,7 @@ from router.schemas import (
     SessionOut,
     WhoAmIOut,
 )
-from router.store.base import ApiKeyRecord, Conflict, NewApiKeyRecord, SessionRecord, UserRecord, iso, utcnow
+from router.store.base import ApiKeyRecord, Conflict, NewApiKeyRecord, SessionRecord, TooManyKeys, UserRecord, iso, utcnow
 
 # RFC 8628 6.1: consonants only (no vowels: no words), no look-alikes (no 0/O, 1/I).
 USER_CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"
@@ -81,19 +82,21 @@ async def start_session(gateway: Gateway, user_id: str, kind: str = "cli") -> tu
 
 
 async def check_password(gateway: Gateway, request: Request, email: str, password: str) -> UserRecord:
-    """The user, if the password is right; 401 if not, 429 once an email or a client has
-    failed too often (the KDF's cost is spent either way, so timing tells nothing)."""
+    """The user, if the password is right; 401 if not; 429 once this client has failed too
+    often, overall or for this email, and a short backoff once the email has failed too
+    often from anywhere, for clients that failed for it themselves (router/throttle.py:
+    others' failures never refuse a client that has not failed). The KDF's cost is spent
+    for unknown emails too, so timing tells nothing."""
     email = normalize_email(email)
-    client = client_address(request)
-    wait = max(gateway.login_by_email.retry_after(email), gateway.login_by_client.retry_after(client))
-    if wait:
-        raise ApiError(429, "rate_limited", f"too many failed logins; retry in {wait} seconds", headers={"Retry-After": str(wait)})
+    attempt = gateway.login.attempt(client_address(request), email)
+    if isinstance(attempt, int):
+        raise ApiError(
+            429, "rate_limited", f"too many failed logins; retry in {attempt} seconds", headers={"Retry-After": str(attempt)}
+        )
     user = await gateway.store.find_user(email)
-    if not await verify_password(password, user.password_hash if user else None) or user is None:
-        gateway.login_by_email.fail(email)
-        gateway.login_by_client.fail(client)
-        raise ApiError(401, "unauthorized", "wrong email or password")
-    gateway.login_by_email.clear(email)
+    if not await gateway.passwords.verify(password, user.password_hash if user else None) or user is None:
+        raise ApiError(401, "unauthorized", "wrong email or password")  # the attempt stays counted
+    attempt.succeeded()
     return user
 
 
@@ -103,7 +106,13 @@ async def register(request: Request) -> Response:
         raise ApiError(403, "registration_closed", "this gateway does not accept sign-ups; ask its operator for an account")
     body = await read_body(request, RegisterRequest, _SMALL_BODY)
     email = normalize_email(body.email)
-    password_hash = await hash_password(body.password)
+    # Every sign-up that costs a password hash counts, taken (or refused) before any await.
+    wait = gateway.registrations.take(client_address(request))
+    if wait:
+        raise ApiError(
+            429, "rate_limited", f"too many sign-ups from this address; retry in {wait} seconds", headers={"Retry-After": str(wait)}
+        )
+    password_hash = await gateway.passwords.hash(body.password)
     try:
         user = await gateway.store.create_account(body.organization or email, email, password_hash)
     except Conflict:
@@ -124,6 +133,7 @@ async def login(request: Request) -> Response:
 async def device_code(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
     settings = gateway.config.auth
+    base = public_base(request, settings)
     device = new_secret("vr_device_")
     for _ in range(5):
         code = "".join(secrets.choice(USER_CODE_ALPHABET) for _ in range(8))
@@ -136,7 +146,6 @@ async def device_code(request: Request) -> Response:
             continue  # 20^8 codes: a clash is rare, and a retry ends it
     else:
         raise ApiError(503, "provider_unavailable", "could not allocate a device code; retry")
-    base = (settings.public_url or str(request.base_url)).rstrip("/")
     out = DeviceCodeOut(
         device_code=device.secret,
         user_code=user_code,
@@ -171,7 +180,7 @@ async def decide_device(gateway: Gateway, user_id: str, raw_user_code: str, appr
 
 async def approve_device(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
-    principal = await gateway.auth.session(request)
+    principal = await gateway.auth.session(request, fresh=True)
     body = await read_body(request, DeviceDecision, _SMALL_BODY)
     assert principal.user_id is not None
     user_code = await decide_device(gateway, principal.user_id, body.user_code, body.approve)
@@ -201,7 +210,7 @@ async def logout(request: Request) -> Response:
         raise ApiError(401, "unauthorized", "send the session to end: Authorization: Bearer vr_session_...")
     digest = hash_secret(token)
     revoked = await gateway.store.revoke_session(digest)
-    gateway.auth.forget(digest)
+    await gateway.auth.revoke(digest)
     return _json(LogoutOut(revoked=revoked).model_dump())
 
 
@@ -230,37 +239,68 @@ async def list_keys(request: Request) -> Response:
     return _json(keys)
 
 
+_CAPPED_LIMITS = (
+    ("requests_per_minute", "requestsPerMinute"),
+    ("characters_per_minute", "charactersPerMinute"),
+    ("max_concurrency", "maxConcurrency"),
+)
+
+
+def check_key_limits(gateway: Gateway, org_id: str, body: CreateKeyRequest) -> None:
+    """A tenant may only give a key limits at or below its organization's ceiling in the
+    config (`limits.organizations[org]`, else `limits.defaults`; None there: no ceiling).
+    Operators set anything with `voxrouter admin create-key`."""
+    for field, wire in _CAPPED_LIMITS:
+        wanted = getattr(body, field)
+        ceiling = organization_limit(gateway.config.limits, org_id, field)
+        if wanted is not None and ceiling is not None and wanted > ceiling:
+            raise ApiError(
+                400,
+                "invalid_body",
+                f"{wire} {wanted} is above this organization's ceiling of {ceiling}; "
+                f"give {ceiling} or less, or leave it out to get the organization's limit",
+            )
+
+
 async def create_key(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
-    principal = await gateway.auth.session(request)
+    principal = await gateway.auth.session(request, fresh=True)  # a logged-out session mints nothing
     body = await read_body(request, CreateKeyRequest, _SMALL_BODY)
+    check_key_limits(gateway, principal.org_id, body)
     secret = new_api_key()
-    record = await gateway.store.create_api_key(
-        NewApiKeyRecord(
-            org_id=principal.org_id,
-            name=body.name,
-            key_hash=secret.hash,
-            key_suffix=secret.suffix,
-            created_by=principal.user_id,
-            max_concurrency=body.max_concurrency,
-            daily_limit_micros=body.daily_limit_micros,
-            monthly_limit_micros=body.monthly_limit_micros,
-            requests_per_minute=body.requests_per_minute,
-            characters_per_minute=body.characters_per_minute,
+    cap = gateway.config.auth.max_keys_per_org
+    try:
+        record = await gateway.store.create_api_key(
+            NewApiKeyRecord(
+                org_id=principal.org_id,
+                name=body.name,
+                key_hash=secret.hash,
+                key_suffix=secret.suffix,
+                created_by=principal.user_id,
+                max_concurrency=body.max_concurrency,
+                daily_limit_micros=body.daily_limit_micros,
+                monthly_limit_micros=body.monthly_limit_micros,
+                requests_per_minute=body.requests_per_minute,
+                characters_per_minute=body.characters_per_minute,
+            ),
+            max_live=cap,
         )
-    )
+    except TooManyKeys:
+        raise ApiError(
+            409, "conflict", f"this organization already has {cap} API keys, the most it may have; revoke one first"
+        ) from None
     return _json(CreatedKeyOut(key=key_out(record), secret=secret.secret).model_dump(by_alias=True), 201)
 
 
 async def delete_key(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
-    principal = await gateway.auth.session(request)
+    principal = await gateway.auth.session(request, fresh=True)
     key_id = request.path_params["key_id"]
     record = await _own_org_key(gateway, principal, key_id)
     if record.created_by != principal.user_id:
         raise ApiError(403, "forbidden", "only the user who created a key may revoke it")
     revoked = await gateway.store.revoke_api_key(record.id)
-    gateway.auth.forget(record.key_hash)
+    await gateway.auth.revoke(record.key_hash)
     return _json(RevokedKeyOut(id=record.id, revoked=revoked).model_dump())
 
 

@@ -2,8 +2,10 @@
 
 Secrets are 256-bit random values shown once and stored only as SHA-256 hashes; lookups
 are by hash and the match is re-checked in constant time. Valid credentials are cached
-for `cache_ttl_s` so the hot path skips the database; a revocation takes effect on other
-replicas within that time (at once on the replica that revoked it).
+for `cache_ttl_s` so the hot path skips the database. A revocation takes effect at once on
+the replica that revoked it, at once on the others when Redis is configured (router/revocation.py
+publishes it), and within `cache_ttl_s` otherwise. Management writes (minting a key, revoking
+one, approving a device) check their session against the database, not the cache.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from typing import Literal
+from typing import Awaitable, Callable, Literal
 
 from starlette.requests import Request
 
@@ -97,48 +99,61 @@ class Authenticator:
         self._ttl = cache_ttl_s
         self._cache: dict[str, tuple[float, Principal]] = {}
         self._last_used: dict[str, str] = {}  # key id -> when, written in batches by `flush_last_used`
+        # Bumped by every revocation seen: a look-up that raced one is not cached.
+        self._epoch = 0
+        # Tells the other replicas (router/revocation.py); None: no Redis, they rely on the TTL.
+        self.publish: Callable[[str], Awaitable[None]] | None = None
 
     async def api_key(self, request: Request) -> Principal:
         """Data-plane routes: an API key."""
         return await self._authenticate(request, (API_KEY_PREFIX,))
 
-    async def session(self, request: Request) -> Principal:
-        """Management routes: a session from `voxrouter login`; API keys are refused."""
+    async def session(self, request: Request, *, fresh: bool = False) -> Principal:
+        """Management routes: a session from `voxrouter login`; API keys are refused.
+
+        `fresh`: check the session against the database, not the cache (for management
+        writes, so a session logged out on another replica cannot act in the cache's TTL)."""
         token = bearer_token(request)
         if token is not None and token.startswith(API_KEY_PREFIX):
             raise ApiError(401, "unauthorized", "this route needs a session (vr_session_...) from `voxrouter login`, not an API key")
-        return await self._authenticate(request, (SESSION_PREFIX,))
+        return await self._authenticate(request, (SESSION_PREFIX,), fresh=fresh)
 
     async def any(self, request: Request) -> Principal:
         """Read-only account routes: an API key or a session."""
         return await self._authenticate(request, (API_KEY_PREFIX, SESSION_PREFIX))
 
-    async def _authenticate(self, request: Request, prefixes: tuple[str, ...]) -> Principal:
+    async def _authenticate(self, request: Request, prefixes: tuple[str, ...], *, fresh: bool = False) -> Principal:
         token = bearer_token(request)
         if token is None:
             wanted = " or ".join(f"{p}..." for p in prefixes)
             raise ApiError(401, "unauthorized", f"missing bearer token: send Authorization: Bearer {wanted}")
         if not token.startswith(prefixes):
             raise ApiError(401, "unauthorized", f"this route takes {' or '.join(f'{p}...' for p in prefixes)} credentials")
-        return await self._principal(token)
+        return await self._principal(token, fresh=fresh)
 
-    async def session_token(self, token: str) -> Principal:
+    async def session_token(self, token: str, *, fresh: bool = False) -> Principal:
         """A session that came some other way than the Authorization header (the device page's cookie)."""
         if not token.startswith(SESSION_PREFIX):
             raise ApiError(401, "unauthorized", "not a session token")
-        return await self._principal(token)
+        return await self._principal(token, fresh=fresh)
 
-    async def _principal(self, token: str) -> Principal:
+    async def _principal(self, token: str, *, fresh: bool = False) -> Principal:
         digest = hash_secret(token)
         now = time.monotonic()
-        cached = self._cache.get(digest)
+        cached = None if fresh else self._cache.get(digest)
         if cached is not None and cached[0] > now and not _expired(cached[1]):
             principal = cached[1]
         else:
-            principal = await self._lookup(token, digest)
-            if len(self._cache) > _CACHE_MAX:
-                self._cache.clear()
-            self._cache[digest] = (now + self._ttl, principal)
+            epoch = self._epoch
+            try:
+                principal = await self._lookup(token, digest)
+            except ApiError:
+                self._cache.pop(digest, None)
+                raise
+            if epoch == self._epoch:  # a revocation seen meanwhile may have raced this read: do not cache it
+                if len(self._cache) > _CACHE_MAX:
+                    self._cache.clear()
+                self._cache[digest] = (now + self._ttl, principal)
         if principal.key_id is not None:
             self._last_used[principal.key_id] = utcnow_iso()
         return principal
@@ -160,7 +175,20 @@ class Authenticator:
 
     def forget(self, token_hash: str) -> None:
         """Drop a revoked credential from this replica's cache at once."""
+        self._epoch += 1
         self._cache.pop(token_hash, None)
+
+    def forget_all(self) -> None:
+        """Drop every cached credential (revocations may have been missed)."""
+        self._epoch += 1
+        self._cache.clear()
+
+    async def revoke(self, token_hash: str) -> None:
+        """After the store revoked a credential: drop it here, and on every other replica
+        at once where Redis carries the news (else within the cache TTL)."""
+        self.forget(token_hash)
+        if self.publish is not None:
+            await self.publish(token_hash)
 
     def pending_last_used(self, key_id: str) -> str | None:
         """A use this replica has seen but not written yet."""

@@ -21,6 +21,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from router.body import read_body, read_raw
 from router.errors import ApiError
 from router.gateway import Gateway
+from router.public_url import public_base
 from router.schemas import CheckoutOut, CheckoutRequest, PaymentMethodOut, TopupOut, TopupRequest, WebhookOut
 from router.stripe_events import MICROS_PER_CENT, MalformedEvent, apply_event
 from router.stripe_gateway import InvalidEvent, PaymentError, StripeGateway, verify_event
@@ -92,7 +93,7 @@ async def checkout(request: Request) -> Response:
     bonus = spec.bonus_percent(body.amount_cents)
     credit_micros = credit_for(body.amount_cents, bonus)
     customer = await _customer(gateway, stripe, principal.org_id)
-    base = (gateway.config.auth.public_url or str(request.base_url)).rstrip("/")
+    base = public_base(request, gateway.config.auth)
     session = await _paying(
         stripe.checkout(
             customer_id=customer,

@@ -45,13 +45,27 @@ def main() -> None:
     help="Worker processes; set PROMETHEUS_MULTIPROC_DIR so /metrics adds theirs up.",
 )
 @click.option(
-    "--timeout-keep-alive", default=75, show_default=True, type=click.IntRange(min=1),
-    help="Seconds an idle client connection stays open; longer than clients' and load balancers' own (60 s).",
+    "--timeout-keep-alive", default=None, type=click.FloatRange(min=0, min_open=True),
+    help="Seconds an idle client connection stays open (default: config server.keep_alive_timeout_s, 75); "
+    "longer than clients' and load balancers' own (60 s).",
 )
-def serve(host: str, port: int, log_level: str, workers: int, timeout_keep_alive: int) -> None:
-    """Run the gateway (database from VOXROUTER_DATABASE_URL, config from VOXROUTER_CONFIG)."""
+def serve(host: str, port: int, log_level: str, workers: int, timeout_keep_alive: float | None) -> None:
+    """Run the gateway (database from VOXROUTER_DATABASE_URL, config from VOXROUTER_CONFIG).
+
+    The HTTP edge (config `server:`, router/edge.py) bounds header size and time, connections
+    in all and per client address, idle keep-alive and stalled writes."""
     import uvicorn
 
+    from router.edge import EdgeLimits, EdgeProtocol, raise_open_files_limit, set_process_limits
+    from router.settings import Settings
+
+    try:
+        server = Settings.from_env().load_config().server
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"config: {exc}") from None
+    limits = EdgeLimits.from_spec(server)
+    set_process_limits(limits)  # a spawned worker (--workers > 1) loads the same config itself
+    raise_open_files_limit(limits)  # before uvicorn opens anything; workers inherit it
     uvicorn.run(
         "router.app:create_app",
         factory=True,
@@ -59,7 +73,9 @@ def serve(host: str, port: int, log_level: str, workers: int, timeout_keep_alive
         port=port,
         log_level=log_level,
         workers=workers,
-        timeout_keep_alive=timeout_keep_alive,
+        http=EdgeProtocol,
+        ws="none",  # no WebSocket routes; an upgrade would leave the edge's limits behind
+        timeout_keep_alive=timeout_keep_alive if timeout_keep_alive is not None else server.keep_alive_timeout_s,
     )
 
 

@@ -23,6 +23,11 @@ class _Strict(BaseModel):
 class ModelSpec(_Strict):
     price_micros_per_1k_chars: int = Field(ge=0)
     max_input_chars: int = Field(gt=0)
+    # Billed by the audio it makes as well (or instead): reserved for the longest audio the
+    # text could make (max_audio_ms_per_char at speed 1, longer when slowed down), settled on
+    # the seconds measured as they stream (the upstream is asked for PCM to measure them).
+    price_micros_per_audio_minute: int = Field(default=0, ge=0)
+    max_audio_ms_per_char: int = Field(default=200, gt=0)
     response_formats: list[str] | None = None  # native formats; None = the provider's
     instructions: bool = False
 
@@ -51,6 +56,10 @@ class BreakerSpec(_Strict):
     fail_max: int = Field(default=5, ge=1)
     reset_timeout_s: float = Field(default=30.0, gt=0)
     success_threshold: int = Field(default=1, ge=1)  # trial successes needed to close
+    # A streak of failures opens the circuit for everyone only once this many organizations
+    # took part in it; before that, the one organization whose failures would open it is
+    # refused alone for reset_timeout_s (one tenant cannot open a breaker for the others).
+    tenants_to_open: int = Field(default=2, ge=1)
 
 
 class ProviderSpec(_Strict):
@@ -81,9 +90,16 @@ class ProviderSpec(_Strict):
         return (self.api_key_env and os.environ.get(self.api_key_env)) or self.api_key or None
 
     def model(self, model_id: str) -> ModelSpec | None:
+        """A listed model's spec; an unlisted id (a new snapshot, say) is priced at this
+        provider's dearest listed model, never less (None where unlisted ids are refused)."""
         if model_id in self.models:
             return self.models[model_id]
-        return self.default_model if self.allow_unlisted_models else None
+        if not self.allow_unlisted_models:
+            return None
+        dearest = max((m.price_micros_per_1k_chars for m in self.models.values()), default=0)
+        if dearest <= self.default_model.price_micros_per_1k_chars:
+            return self.default_model
+        return self.default_model.model_copy(update={"price_micros_per_1k_chars": dearest})
 
 
 class AliasTarget(_Strict):
@@ -138,7 +154,16 @@ class AuthSpec(_Strict):
     login_failures_per_email: int = Field(default=5, ge=1)  # per login_window_s
     login_failures_per_client: int = Field(default=30, ge=1)
     login_window_s: float = Field(default=900.0, gt=0)
-    public_url: str | None = None  # base of verification_uri; default: the request's own
+    public_url: str | None = None  # base of verification_uri (behind a proxy)
+    # Host headers trusted to build verification_uri when public_url is unset; any other
+    # Host gets 400 (an attacker's Host header is never reflected into a login link).
+    trusted_hosts: list[str] = ["127.0.0.1", "localhost", "[::1]"]
+    login_failures_per_client_email: int = Field(default=5, ge=1)  # per login_window_s, then 429 for that pair
+    login_email_backoff_s: float = Field(default=2.0, ge=0)  # short, shared: never a hard lock
+    max_keys_per_org: int = Field(default=100, ge=1)  # live (unrevoked) keys
+    registrations_per_client: int = Field(default=5, ge=1)  # per registration_window_s, per client address
+    registration_window_s: float = Field(default=3600.0, gt=0)
+    password_hash_concurrency: int = Field(default=2, ge=1)  # scrypt runs at once (16 MiB each); the rest wait
 
 
 class LimitValues(_Strict):
@@ -217,7 +242,19 @@ class BillingSpec(_Strict):
 
 
 class ServerSpec(_Strict):
+    """The HTTP edge (router/edge.py): what one client or connection may hold."""
+
     max_body_bytes: int = 1_048_576
+    max_header_bytes: int = Field(default=16_384, ge=1024)  # request line + headers; larger: 431
+    header_timeout_s: float = Field(default=10.0, gt=0)  # the whole request head must arrive within this
+    body_timeout_s: float = Field(default=30.0, gt=0)  # the whole body must arrive within this of the head
+    keep_alive_timeout_s: float = Field(default=75.0, gt=0)  # an idle connection between requests
+    write_timeout_s: float = Field(default=30.0, gt=0)  # a client that reads nothing this long is dropped
+    # The kernel's send buffer per client socket (0: the kernel's own autotuning, up to megabytes):
+    # small enough that a client that stops reading is noticed after seconds of audio, not minutes.
+    send_buffer_bytes: int = Field(default=262_144, ge=0)
+    max_connections: int = Field(default=4096, ge=1)  # open connections in all; more: 503 and close
+    max_connections_per_client: int = Field(default=256, ge=1)  # per client address; more: 429 and close
 
 
 class Config(_Strict):
@@ -251,6 +288,11 @@ class Config(_Strict):
 def estimate_cost_micros(characters: int, price_micros_per_1k_chars: int) -> int:
     """ceil(chars x price / 1000), in integers only."""
     return -(-characters * price_micros_per_1k_chars // 1000)
+
+
+def audio_cost_micros(audio_ms: int, price_micros_per_audio_minute: int) -> int:
+    """ceil(ms x price / 60,000), in integers only."""
+    return -(-audio_ms * price_micros_per_audio_minute // 60_000)
 
 
 def default_config_path() -> Path:

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import random
 import time
+import unicodedata
 from typing import Any, AsyncIterator
 
 import anyio
@@ -23,7 +25,7 @@ from providers.base import ErrorKind, Provider, ProviderError, SynthesisRequest,
 from router import audio
 from router.breaker import CircuitOpen, Ticket
 from router.catalog import Catalog
-from router.config import Config, ModelSpec, RetrySpec, estimate_cost_micros
+from router.config import Config, ModelSpec, RetrySpec, audio_cost_micros, estimate_cost_micros
 from router.errors import ApiError
 from router.health import HealthBoard
 from router.schemas import SpeechRequest
@@ -41,10 +43,25 @@ class Target:
     model: ModelSpec
     upstream_format: str = ""
     listed: bool = True  # named in the config (not an unlisted id passed through)
+    characters: int = 0  # what the request counts for on this target: every text field, as spoken
+    max_audio_ms: int = 0  # the longest audio it may make, for models billed by audio
 
     @property
     def label(self) -> str:
         return f"{self.provider.id}/{self.model_id}"
+
+    def cost_micros(self, audio_ms: int | None = None) -> int:
+        """The price on this target: its characters, plus its audio for models billed by it
+        (`audio_ms` measured, or the most it may be: what is reserved)."""
+        cost = estimate_cost_micros(self.characters, self.model.price_micros_per_1k_chars)
+        if self.model.price_micros_per_audio_minute:
+            spoken = self.max_audio_ms if audio_ms is None else min(audio_ms, self.max_audio_ms)
+            cost += audio_cost_micros(spoken, self.model.price_micros_per_audio_minute)
+        return cost
+
+    @property
+    def billed_by_audio(self) -> bool:
+        return self.model.price_micros_per_audio_minute > 0
 
     @property
     def metric_label(self) -> str:
@@ -73,9 +90,14 @@ class Plan:
     client_voice: str
     primary: Target  # the request's first target, usable or not (voice matching starts from it)
 
-    def reserve_micros(self, characters: int) -> int:
+    @property
+    def characters(self) -> int:
+        """The most characters any usable target counts the request for (limits and caps)."""
+        return max(t.characters for t in self.targets)
+
+    def reserve_micros(self) -> int:
         """Hold enough for the dearest target the request may end up on."""
-        return max(estimate_cost_micros(characters, t.model.price_micros_per_1k_chars) for t in self.targets)
+        return max(t.cost_micros() for t in self.targets)
 
 
 @dataclasses.dataclass
@@ -90,6 +112,8 @@ class Started:
 
 def plan(config: Config, providers: dict[str, Provider], body: SpeechRequest) -> Plan:
     """The usable targets in order, or the primary's error when none is usable."""
+    if not speakable(body.input):
+        raise ApiError(400, "invalid_body", "input has nothing to speak: it needs at least one letter or digit")
     client_voice = body.voice_id
     chain = _expand(config, providers, [body.model, *body.models], client_voice)
     primary = chain[0][0]
@@ -156,6 +180,33 @@ def _mapped_voice(config: Config, primary: Target, target: Target, client_voice:
     return primary.voice if target.provider.id == primary.provider.id else None
 
 
+def speakable(text: str) -> bool:
+    """Whether `text` has a letter or digit in any script once normalised (emoji, punctuation,
+    symbols and private-use characters alone are not speech)."""
+    return any(unicodedata.category(c)[0] in "LN" for c in unicodedata.normalize("NFKC", text))
+
+
+def _other_texts(body: SpeechRequest) -> list[tuple[str, str]]:
+    """Every text field besides `input` that reaches the provider, as (name, text):
+    `instructions`, and each string inside `provider_options` (previous_text, next_text, ...)."""
+    found: list[tuple[str, str]] = []
+    if body.instructions:
+        found.append(("instructions", body.instructions))
+
+    def walk(name: str, value: Any) -> None:
+        if isinstance(value, str):
+            found.append((name, value))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{name}.{key}", item)
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(f"{name}[{index}]", item)
+
+    walk("provider_options", body.provider_options)
+    return found
+
+
 class _Unusable(Exception):
     """A target that cannot take this request: the client's error if none can, and the usage row's reason."""
 
@@ -175,25 +226,37 @@ def _usable(target: Target, body: SpeechRequest) -> Target:
         error = ApiError(503, "provider_unavailable", f"{target.label} is unavailable ({reason})", headers={"Retry-After": "60"})
         raise _Unusable(error, reason)
     capabilities = target.provider.capabilities(target.model_id)
-    characters = len(body.input)
-    if characters > capabilities.max_input_chars:
-        error = ApiError(
-            400,
-            "invalid_body",
-            f"input is {characters} characters; {target.label} accepts at most {capabilities.max_input_chars}",
-        )
-        raise _Unusable(error, "unsupported")
+    # Counted as spoken (after the provider's normalisation), every text field alike: each
+    # is capped on its own, and all of them together are what the request is priced on.
+    characters = 0
+    for name, text in [("input", body.input), *_other_texts(body)]:
+        spoken = target.provider.spoken_characters(target.model_id, text)
+        if spoken > capabilities.max_input_chars:
+            error = ApiError(
+                400,
+                "invalid_body",
+                f"{name} is {spoken} characters as spoken; {target.label} accepts at most {capabilities.max_input_chars}",
+            )
+            raise _Unusable(error, "unsupported")
+        characters += spoken
     overridden = sorted(capabilities.fixed_fields & body.provider_options.keys())
     if overridden:
         error = ApiError(
             400, "invalid_body", f"provider_options may not set {', '.join(overridden)}: use the request's own fields"
         )
         raise _Unusable(error, "unsupported")
+    billed_by_audio = target.model.price_micros_per_audio_minute > 0
+    # Audio billed by the second is measured as PCM, so such a target is asked for PCM.
+    requested = "pcm" if billed_by_audio and "pcm" in capabilities.response_formats else body.response_format
     try:
-        upstream_format = audio.upstream_format(body.response_format, capabilities.response_formats)
+        upstream_format = audio.upstream_format(requested, capabilities.response_formats)
     except ValueError as exc:
         raise _Unusable(ApiError(400, "invalid_body", f"{target.label}: {exc}"), "unsupported") from None
-    return dataclasses.replace(target, upstream_format=upstream_format)
+    if billed_by_audio and upstream_format != "pcm":
+        error = ApiError(400, "invalid_body", f"{target.label} is billed by audio length, which needs a PCM upstream")
+        raise _Unusable(error, "unsupported")
+    max_audio_ms = math.ceil(characters * target.model.max_audio_ms_per_char / min(1.0, body.speed or 1.0))
+    return dataclasses.replace(target, upstream_format=upstream_format, characters=characters, max_audio_ms=max_audio_ms)
 
 
 # --- starting ---------------------------------------------------------------------------
@@ -231,13 +294,15 @@ class Dispatcher:
         self._health = health
         self._catalog = catalog
 
-    async def start(self, plan: Plan, request: SynthesisRequest, attempts: list[Attempt]) -> Started:
-        """The first target whose audio starts; each call and pass-over is appended to `attempts`."""
+    async def start(self, plan: Plan, request: SynthesisRequest, attempts: list[Attempt], org: str | None = None) -> Started:
+        """The first target whose audio starts, called on behalf of organization `org` (the
+        circuit breakers weigh failures by organization); each call and pass-over is appended
+        to `attempts`."""
         deadline = time.monotonic() + self._retry.deadline_s
         last_error: ApiError | None = None
         for index, target in enumerate(plan.targets):
             circuit = self._health.circuit(target.provider, target.model_id)
-            if blocked := circuit.blocked():  # before matching a voice: that may cost a listing
+            if blocked := circuit.blocked(org):  # before matching a voice: that may cost a listing
                 attempts.append(Attempt(target.provider.id, target.model_id, target.voice, "skipped", blocked.reason))
                 last_error = _circuit_error(blocked)
                 continue
@@ -255,7 +320,7 @@ class Dispatcher:
             )
             for attempt in range(self._retry.attempts):
                 try:
-                    ticket = circuit.admit()
+                    ticket = circuit.admit(org)
                 except CircuitOpen as exc:
                     attempts.append(Attempt(target.provider.id, target.model_id, target.voice, "skipped", exc.reason))
                     last_error = _circuit_error(exc)

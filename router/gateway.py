@@ -18,12 +18,14 @@ from router.catalog import Catalog
 from router.config import Config
 from router.dispatch import Dispatcher
 from router.health import HealthBoard
+from router.passwords import PasswordHasher
+from router.revocation import READY_WAIT_S, RevocationBus
 from router.settings import Settings
 from router.state import LimitState, open_limit_state
 from router.store import open_store
 from router.store.base import Store
 from router.stripe_gateway import StripeGateway
-from router.throttle import FailureThrottle
+from router.throttle import FailureThrottle, LoginThrottle
 from router.wallet import Wallet
 
 logger = logging.getLogger("voxrouter")
@@ -40,10 +42,12 @@ class Gateway:
     auth: Authenticator
     limits: LimitState
     dispatcher: Dispatcher
-    login_by_email: FailureThrottle
-    login_by_client: FailureThrottle
+    login: LoginThrottle  # failed logins per client, per (client, email), per email (router/throttle.py)
+    registrations: FailureThrottle  # sign-ups per client address
+    passwords: PasswordHasher  # scrypt, auth.password_hash_concurrency at once
     stripe: StripeGateway | None = None  # None: no STRIPE_API_KEY, billing routes answer 503
     stripe_webhook_secret: str | None = dataclasses.field(default=None, repr=False)
+    revocations: RevocationBus | None = None  # None: no Redis; other replicas rely on auth.key_cache_ttl_s
 
 
 @contextlib.asynccontextmanager
@@ -71,11 +75,21 @@ async def running_gateway(
         auth=Authenticator(store, auth.key_cache_ttl_s),
         limits=limits,
         dispatcher=Dispatcher(config, health, catalog),
-        login_by_email=FailureThrottle(auth.login_failures_per_email, auth.login_window_s),
-        login_by_client=FailureThrottle(auth.login_failures_per_client, auth.login_window_s),
+        login=LoginThrottle(
+            per_client=auth.login_failures_per_client,
+            per_client_email=auth.login_failures_per_client_email,
+            per_email=auth.login_failures_per_email,
+            window_s=auth.login_window_s,
+            email_backoff_s=auth.login_email_backoff_s,
+        ),
+        registrations=FailureThrottle(auth.registrations_per_client, auth.registration_window_s),
+        passwords=PasswordHasher(auth.password_hash_concurrency),
         stripe=_stripe(settings, config),
         stripe_webhook_secret=settings.stripe_webhook_secret,
+        revocations=RevocationBus(settings.redis_url, settings.redis_prefix) if settings.redis_url else None,
     )
+    if gateway.revocations is not None:
+        gateway.auth.publish = gateway.revocations.publish
     for provider in providers.values():
         start = getattr(provider, "start", None)  # local engines preload their weights
         if start is not None:
@@ -87,7 +101,14 @@ async def running_gateway(
         asyncio.create_task(_every(config.limits.slot_lease_s / 4, limits.renew, "concurrency slot renewal")),
         asyncio.create_task(_every(min(1.0, config.resilience.probe_interval_s), health.probe_due, "health probes")),
     ]
+    if gateway.revocations is not None:
+        chores.append(asyncio.create_task(gateway.revocations.listen(gateway.auth.forget, gateway.auth.forget_all)))
     try:
+        if gateway.revocations is not None:
+            try:  # serve once subscribed; an unreachable Redis delays start-up this long at most
+                await asyncio.wait_for(gateway.revocations.subscribed.wait(), READY_WAIT_S)
+            except asyncio.TimeoutError:
+                logger.warning("revocation channel not subscribed yet: other replicas' revocations apply within auth.key_cache_ttl_s")
         yield gateway
     finally:
         for chore in chores:
@@ -101,6 +122,8 @@ async def running_gateway(
             await provider.aclose()
         if gateway.stripe is not None:
             await gateway.stripe.aclose()
+        if gateway.revocations is not None:
+            await gateway.revocations.aclose()
         await limits.aclose()
         await store.close()
         metrics.process_exiting()

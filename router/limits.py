@@ -19,20 +19,26 @@ RESPONSE_HEADERS = "response_headers"  # request.state attribute the app's middl
 
 
 def key_limits(spec: LimitsSpec, principal: Principal) -> KeyLimits:
-    org = spec.organizations.get(principal.org_id)
+    """The limits a key runs under: its own values, else its organization's. A tenant's
+    `POST /v1/keys` may only set values at or under `organization_limit` (router/accounts.py);
+    an operator's `voxrouter admin create-key` may set any."""
 
     def pick(own: int | None, field: str) -> int | None:
-        if own is not None:
-            return own
-        if org is not None and getattr(org, field) is not None:
-            return getattr(org, field)
-        return getattr(spec.defaults, field)
+        return own if own is not None else organization_limit(spec, principal.org_id, field)
 
     return KeyLimits(
         requests_per_minute=pick(principal.requests_per_minute, "requests_per_minute"),
         characters_per_minute=pick(principal.characters_per_minute, "characters_per_minute"),
         max_concurrency=pick(principal.max_concurrency, "max_concurrency"),
     )
+
+
+def organization_limit(spec: LimitsSpec, org_id: str, field: str) -> int | None:
+    """The operator's ceiling on `field` for an organization's keys (None: unlimited)."""
+    org = spec.organizations.get(org_id)
+    if org is not None and getattr(org, field) is not None:
+        return getattr(org, field)
+    return getattr(spec.defaults, field)
 
 
 async def admit(

@@ -105,14 +105,15 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("/v1/auth/register", "post"): Operation(
         "register", "Create an organization and its first user; returns a session.", schemas.RegisterOut,
-        body=schemas.RegisterRequest, errors=(400, 403, 409, 413, 500), security=(), status=201,
+        body=schemas.RegisterRequest, errors=(400, 403, 409, 413, 429, 500), security=(), status=201,
     ),
     ("/v1/auth/login", "post"): Operation(
-        "login", "Email and password to a session (rate-limited per email and client).", schemas.SessionOut,
+        "login", "Email and password to a session (throttled per client, and per client and email).", schemas.SessionOut,
         body=schemas.LoginRequest, errors=(400, 401, 413, 429, 500), security=(),
     ),
     ("/v1/auth/device-code", "post"): Operation(
-        "createDeviceCode", "Start an RFC 8628 device login.", schemas.DeviceCodeOut, errors=(500,), security=()
+        "createDeviceCode", "Start an RFC 8628 device login (400 when the Host is not trusted and auth.public_url is unset).",
+        schemas.DeviceCodeOut, errors=(400, 500), security=()
     ),
     ("/v1/auth/poll", "post"): Operation(
         "pollDeviceCode", "Poll a device login; a session once the user approved.", schemas.SessionOut,
@@ -131,7 +132,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("/v1/keys", "post"): Operation(
         "createKey", "Mint an API key; the secret is shown only in this response.", schemas.CreatedKeyOut,
-        body=schemas.CreateKeyRequest, errors=(400, 401, 413, 500), security=_SESSION, status=201,
+        body=schemas.CreateKeyRequest, errors=(400, 401, 409, 413, 500), security=_SESSION, status=201,
     ),
     ("/v1/keys/{key_id}", "delete"): Operation(
         "revokeKey", "Revoke a key; only its creator may.", schemas.RevokedKeyOut,

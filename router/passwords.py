@@ -1,7 +1,9 @@
 """Password hashing with scrypt (memory-hard, in the standard library).
 
 Stored as `scrypt$<n>$<r>$<p>$<salt b64>$<hash b64>` so the cost can be raised later
-without invalidating existing hashes. Hashing takes ~50 ms and 16 MiB: run it off the loop.
+without invalidating existing hashes. Hashing takes ~50 ms and 16 MiB: run it off the loop,
+and at most `auth.password_hash_concurrency` at once (`PasswordHasher`): a burst of sign-ups or
+logins waits its turn instead of costing 16 MiB and a thread each.
 """
 
 from __future__ import annotations
@@ -46,9 +48,24 @@ def verify_password_sync(password: str, stored: str | None) -> bool:
     return hmac.compare_digest(derived, base64.b64decode(expected))
 
 
-async def hash_password(password: str) -> str:
-    return await anyio.to_thread.run_sync(hash_password_sync, password)
+async def hash_password(password: str, limiter: anyio.CapacityLimiter | None = None) -> str:
+    return await anyio.to_thread.run_sync(hash_password_sync, password, limiter=limiter)
 
 
-async def verify_password(password: str, stored: str | None) -> bool:
-    return await anyio.to_thread.run_sync(verify_password_sync, password, stored)
+async def verify_password(password: str, stored: str | None, limiter: anyio.CapacityLimiter | None = None) -> bool:
+    return await anyio.to_thread.run_sync(verify_password_sync, password, stored, limiter=limiter)
+
+
+class PasswordHasher:
+    """Hashing and verifying with at most `concurrency` KDF runs at once in this process;
+    the rest wait (in the event loop, holding no thread and no KDF memory). Build it on
+    the event loop that will use it."""
+
+    def __init__(self, concurrency: int) -> None:
+        self._limiter = anyio.CapacityLimiter(concurrency)
+
+    async def hash(self, password: str) -> str:
+        return await hash_password(password, self._limiter)
+
+    async def verify(self, password: str, stored: str | None) -> bool:
+        return await verify_password(password, stored, self._limiter)

@@ -12,8 +12,14 @@ AudioFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
 assert set(AudioFormat.__args__) == set(AUDIO_FORMATS)  # type: ignore[attr-defined]
 
 
+def _whole_number(value: Any) -> Any:
+    """JSON Schema's integer: 1000 and 1000.0 alike, but never "1000", true or 1000.5."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # Strict: a number is a JSON number ("speed": true or "2" is refused), a string a string.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
 
 class VoiceRef(_Body):
@@ -171,13 +177,20 @@ class LogoutOut(_Body):
     revoked: bool
 
 
+def _count(low: int, high: int, **schema: Any) -> Any:
+    """An optional whole number from `low` to `high` (schema: extra keys shown in the spec)."""
+    return Annotated[int, Field(ge=low, le=high, json_schema_extra=schema or None), BeforeValidator(_whole_number)] | None
+
+
 class CreateKeyRequest(_Body):
     name: str = Field(min_length=1, max_length=100)
-    max_concurrency: int | None = Field(default=None, ge=1, le=10_000, alias="maxConcurrency")
-    daily_limit_micros: int | None = Field(default=None, ge=0, le=10**15, alias="dailyLimitMicros")
-    monthly_limit_micros: int | None = Field(default=None, ge=0, le=10**15, alias="monthlyLimitMicros")
-    requests_per_minute: int | None = Field(default=None, ge=1, le=10**7, alias="requestsPerMinute")
-    characters_per_minute: int | None = Field(default=None, ge=1, le=10**10, alias="charactersPerMinute")
+    max_concurrency: _count(1, 10_000) = Field(default=None, alias="maxConcurrency")
+    daily_limit_micros: _count(0, 10**15) = Field(default=None, alias="dailyLimitMicros")
+    monthly_limit_micros: _count(0, 10**15) = Field(default=None, alias="monthlyLimitMicros")
+    # At most the organization's own limit (config `limits`; higher is refused with 400). The
+    # maxima shown in the schema are the shipped defaults; the server checks the configured ones.
+    requests_per_minute: _count(1, 10**7, maximum=600) = Field(default=None, alias="requestsPerMinute")
+    characters_per_minute: _count(1, 10**10, maximum=600_000) = Field(default=None, alias="charactersPerMinute")
 
 
 class KeyOut(_Body):
@@ -241,11 +254,6 @@ class UsageOut(_Body):
 
 
 # --- billing ------------------------------------------------------------------------------
-
-def _whole_number(value: Any) -> Any:
-    """JSON Schema's integer: 1000 and 1000.0 alike, but never "1000", true or 1000.5."""
-    return int(value) if isinstance(value, float) and value.is_integer() else value
-
 
 # Amounts are whole USD cents, as Stripe counts them. The bounds shown in the schema are the
 # shipped defaults; the server checks the configured ones (config `billing:`).

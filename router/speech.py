@@ -12,7 +12,7 @@ import json
 import logging
 import time
 import uuid
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 import anyio
 from starlette.requests import Request
@@ -22,7 +22,6 @@ from providers.base import PCM_SAMPLE_RATE, ProviderError, SynthesisRequest
 from router import audio, dispatch, limits, metrics
 from router.auth import Principal
 from router.body import read_body
-from router.config import estimate_cost_micros
 from router.errors import ApiError
 from router.gateway import Gateway
 from router.schemas import SpeechAudioDelta, SpeechAudioDone, SpeechRequest, SpeechUsage
@@ -48,7 +47,9 @@ async def create_speech(request: Request) -> Response:
         usage = dataclasses.replace(usage, characters=len(body.input), model=body.model)
         plan = dispatch.plan(gateway.config, gateway.providers, body)
         attempts = list(plan.skipped)
-        usage = dataclasses.replace(usage, provider=plan.targets[0].provider.id, model=plan.targets[0].label)
+        usage = dataclasses.replace(
+            usage, provider=plan.targets[0].provider.id, model=plan.targets[0].label, characters=plan.characters
+        )
         counted = True
         admission = await limits.admit(
             request, gateway.limits, gateway.config.limits, principal, usage.characters, take_slot=True
@@ -62,7 +63,7 @@ async def create_speech(request: Request) -> Response:
     slot = admission.slot if admission else None
 
     try:
-        cost = plan.reserve_micros(usage.characters)
+        cost = plan.reserve_micros()
         reservation = await _reserve(gateway, principal, usage, cost, started)
         synthesis = SynthesisRequest(
             model="",  # each target fills in its own model, voice and format
@@ -72,9 +73,10 @@ async def create_speech(request: Request) -> Response:
             speed=body.speed,
             instructions=body.instructions,
             provider_options=body.provider_options,
+            tenant=principal.org_id,
         )
         try:
-            served = await gateway.dispatcher.start(plan, synthesis, attempts)
+            served = await gateway.dispatcher.start(plan, synthesis, attempts, principal.org_id)
         except ApiError as exc:
             await reservation.refund(_outcome(started, exc.status, exc.code, 0, attempts, usage=usage))
             raise
@@ -88,8 +90,9 @@ async def create_speech(request: Request) -> Response:
     target = served.target
     metrics.TTFB.labels(target.provider.id).observe(time.monotonic() - started)
     chunks = served.chunks
+    meter = _AudioMeter()
     if target.upstream_format == "pcm":
-        chunks = _count_audio(chunks, target.provider.id)
+        chunks = meter.count(chunks, target.provider.id)
     if target.upstream_format != body.response_format:
         chunks = audio.transcode(chunks, body.response_format)
     if body.stream_format == "sse":
@@ -97,9 +100,8 @@ async def create_speech(request: Request) -> Response:
         media_type = "text/event-stream"
     else:
         media_type = audio.CONTENT_TYPES[body.response_format]
-    charge = estimate_cost_micros(usage.characters, target.model.price_micros_per_1k_chars)
     return AudioStreamResponse(
-        _settle_after(chunks, served, reservation, slot, charge, attempts, started),
+        _settle_after(chunks, served, reservation, slot, lambda: target.cost_micros(meter.audio_ms), attempts, started),
         media_type=media_type,
         headers={"X-VoxRouter-Provider": target.provider.id, "X-VoxRouter-Model": target.label},
     )
@@ -167,13 +169,14 @@ async def _settle_after(
     served: dispatch.Started,
     reservation: Reservation,
     slot: Slot | None,
-    cost: int,
+    price: Callable[[], int],
     attempts: list[dispatch.Attempt],
     started: float,
 ) -> AsyncIterator[bytes]:
     """Yield the audio, then settle exactly once: commit when it was delivered or the client
     hung up after it started (the upstream has billed us by then); refund when the upstream
-    or the gateway broke mid-stream. Headers are gone by then, so a failure ends the stream
+    or the gateway broke mid-stream. `price` is asked once the stream is over (models billed
+    by audio are charged for what was measured, never more than was held). Headers are gone by then, so a failure ends the stream
     cleanly (no other provider's audio is spliced on) rather than raising into the server."""
     target = served.target
     charge = False
@@ -200,18 +203,30 @@ async def _settle_after(
         raise
     finally:
         await _release(slot)
-        outcome = _outcome(started, status, code, cost if charge else 0, attempts, target, reservation.usage)
+        cost = price() if charge else 0
+        outcome = _outcome(started, status, code, cost, attempts, target, reservation.usage)
         if charge:
             await reservation.commit(cost, outcome)
         else:
             await reservation.refund(outcome)
 
 
-async def _count_audio(chunks: AsyncIterator[bytes], provider: str) -> AsyncIterator[bytes]:
-    """Audio seconds of a PCM stream (16-bit mono at 24 kHz) as it passes."""
-    async for chunk in chunks:
-        metrics.AUDIO_SECONDS.labels(provider).inc(len(chunk) / (2 * PCM_SAMPLE_RATE))
-        yield chunk
+class _AudioMeter:
+    """Audio of a PCM stream (16-bit mono at 24 kHz) as it passes: for the metrics, and for
+    the bill of models priced by audio length."""
+
+    def __init__(self) -> None:
+        self.pcm_bytes = 0
+
+    @property
+    def audio_ms(self) -> int:
+        return -(-self.pcm_bytes * 1000 // (2 * PCM_SAMPLE_RATE))
+
+    async def count(self, chunks: AsyncIterator[bytes], provider: str) -> AsyncIterator[bytes]:
+        async for chunk in chunks:
+            self.pcm_bytes += len(chunk)
+            metrics.AUDIO_SECONDS.labels(provider).inc(len(chunk) / (2 * PCM_SAMPLE_RATE))
+            yield chunk
 
 
 async def _sse_events(chunks: AsyncIterator[bytes], characters: int) -> AsyncIterator[bytes]:

@@ -222,7 +222,7 @@ def _csrf_ok(session_token: str, submitted: str) -> bool:
 async def _revoke(gateway: Gateway, token: str) -> None:
     digest = hash_secret(token)
     await gateway.store.revoke_session(digest)
-    gateway.auth.forget(digest)
+    await gateway.auth.revoke(digest)
 
 
 def _clean_code(raw: str) -> str:

@@ -77,8 +77,9 @@ def emulated_config(emulators: dict[str, Emulator], **provider_overrides: object
             update["options"] = {**spec.options, "preload": []}
         update |= provider_overrides
         providers[pid] = spec.model_copy(update=update)
-    # Every test shares 127.0.0.1: the per-client login throttle is tested on its own gateway.
-    auth = config.auth.model_copy(update={"login_failures_per_client": 1_000_000})
+    # Every test shares 127.0.0.1: the per-client login and sign-up throttles are tested on
+    # gateways of their own (test_accounts.py, test_accounts_hardening.py).
+    auth = config.auth.model_copy(update={"login_failures_per_client": 1_000_000, "registrations_per_client": 1_000_000})
     # The session-wide gateway sees faults injected by many tests: one test's 500s must not
     # open a breaker for the next, nor retries double an error test's upstream calls.
     # Breakers, retries and probes are tested on gateways of their own (test_resilience.py).

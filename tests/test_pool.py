@@ -102,3 +102,56 @@ def test_a_cancelled_waiter_leaves_no_trace():
             assert gate.active == 1
 
     asyncio.run(main())
+
+
+def test_one_tenant_holds_at_most_its_share_and_the_next_slot_goes_to_another():
+    """8 never-reading clients of one organization cannot take every slot from the others."""
+
+    async def main() -> None:
+        gate = StreamGate(max_streams=4, max_queue=8, queue_timeout_s=5, max_per_tenant=2)
+        release = asyncio.Event()
+        admitted: list[str] = []
+
+        async def stream(tenant: str) -> None:
+            async with gate.admit(tenant):
+                admitted.append(tenant)
+                await release.wait()
+
+        hostile = [asyncio.create_task(stream("hostile")) for _ in range(8)]
+        await asyncio.sleep(0.01)
+        assert admitted == ["hostile", "hostile"] and gate.active == 2 and gate.waiting == 6
+        others = [asyncio.create_task(stream("other")) for _ in range(2)]
+        await asyncio.sleep(0.01)
+        assert admitted.count("other") == 2 and gate.active == 4  # served at once, ahead of the hostile queue
+        release.set()
+        await asyncio.gather(*hostile, *others)
+        assert admitted.count("hostile") == 8 and gate.active == 0 and gate.waiting == 0
+
+    asyncio.run(main())
+
+
+def test_a_freed_slot_goes_to_the_longest_waiting_eligible_tenant():
+    async def main() -> None:
+        gate = StreamGate(max_streams=2, max_queue=8, queue_timeout_s=5, max_per_tenant=1)
+        order: list[str] = []
+        gates = {name: asyncio.Event() for name in ("a1", "a2", "b1", "c1")}
+
+        async def stream(name: str) -> None:
+            async with gate.admit(name[0]):
+                order.append(name)
+                await gates[name].wait()
+
+        tasks = [asyncio.create_task(stream(name)) for name in ("a1", "b1", "a2", "c1")]
+        await asyncio.sleep(0.01)
+        assert order == ["a1", "b1"]
+        gates["b1"].set()  # b's slot: a2 waits longer, but a is at its share, so c1 gets it
+        await asyncio.sleep(0.01)
+        assert order == ["a1", "b1", "c1"]
+        gates["a1"].set()
+        await asyncio.sleep(0.01)
+        assert order == ["a1", "b1", "c1", "a2"]
+        for event in gates.values():
+            event.set()
+        await asyncio.gather(*tasks)
+
+    asyncio.run(main())

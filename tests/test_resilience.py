@@ -32,7 +32,9 @@ def resilient_config(
     config = emulated_config(emulators)
     resilience = config.resilience.model_copy(
         update={
-            "breaker": BreakerSpec(fail_max=fail_max, reset_timeout_s=reset_timeout_s),
+            # One test tenant: these tests are about the circuit itself (how one tenant
+            # cannot open it for others is test_breaker_tenants.py's).
+            "breaker": BreakerSpec(fail_max=fail_max, reset_timeout_s=reset_timeout_s, tenants_to_open=1),
             "retry": RetrySpec(attempts=attempts, backoff_s=0.01, backoff_max_s=0.05, max_retry_after_s=2.0, deadline_s=20),
             "probe_interval_s": 3600.0,
         }

@@ -6,13 +6,24 @@ import dataclasses
 import re
 import time
 import tracemalloc
+import unicodedata
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from num2words import num2words
 
-from local_engines.text import CLAUSE_PAUSE_S, SENTENCE_PAUSE_S, WORD_PAUSE_S, Chunk, normalize, split
+from local_engines.text import (
+    CLAUSE_PAUSE_S,
+    HEAVY_WEIGHT,
+    SENTENCE_PAUSE_S,
+    WORD_PAUSE_S,
+    Chunk,
+    budget_chars,
+    normalize,
+    speakable,
+    split,
+)
 
 
 def pieces(text: str, first: int = 20, most: int = 300, growth: float = 2.5, language: str = "en") -> list[Chunk]:
@@ -28,6 +39,11 @@ def limit(k: int, first: int, most: int, growth: float) -> int:
         return min(most, int(first * growth**k))
     except OverflowError:
         return most
+
+
+def longest_unspeakable_run(text: str) -> int:
+    """The budget characters of the longest run of characters that are not letters or digits."""
+    return max((budget_chars(run) for run in re.findall(r"(?:[\W_])+", text)), default=0)
 
 
 def alnum_tokens(text: str) -> int:
@@ -280,9 +296,16 @@ def test_first_piece_falls_back_to_whole_words():
 
 def test_a_word_longer_than_the_limit_is_a_piece_of_its_own():
     word = "Pneumonoultramicroscopicsilicovolcanoconiosis"
-    chunks = pieces(f"{word} is a word.", first=10, most=20)
+    chunks = pieces(f"{word} is a word.", first=10, most=60)
     assert chunks[0] == Chunk(word, WORD_PAUSE_S)
     assert [c.text for c in chunks[1:]] == ["is a word."]
+
+
+def test_a_word_longer_than_the_maximum_is_cut_between_letters():
+    word = "Pneumonoultramicroscopicsilicovolcanoconiosis"  # 45 letters
+    chunks = pieces(f"{word} is a word.", first=10, most=20, growth=2.0)
+    assert [c.text for c in chunks] == ["Pneumonoul", "tramicroscopicsilico", "volcanoconiosis is a", "word."]
+    assert all(len(c.text) <= 20 for c in chunks)
 
 
 def test_limits_grow_by_the_factor_up_to_the_maximum():
@@ -329,7 +352,8 @@ def test_decimals_survive_in_other_languages():
 def test_japanese_sentences():
     chunks = pieces("こんにちは。元気ですか？", first=20, language="ja")
     assert chunks == [Chunk("こんにちは。", SENTENCE_PAUSE_S), Chunk("元気ですか?", 0.0)]  # NFKC folds the fullwidth "?"
-    assert texts("今日は、いい天気ですね。そうですね！", first=5, language="ja") == [
+    # Sizes are in budget characters: each kana or kanji counts HEAVY_WEIGHT (3), the punctuation 1.
+    assert texts("今日は、いい天気ですね。そうですね！", first=16, language="ja") == [
         "今日は、",
         "いい天気ですね。",
         "そうですね!",
@@ -391,15 +415,24 @@ _SPLIT_TEXT = st.lists(_SPLIT_TOKENS, max_size=80).map("".join) | st.text(max_si
 def test_split_covers_the_text_within_the_limits(text, first, most, growth, language):
     chunks = pieces(text, first=first, most=most, growth=growth, language=language)
     normalized = normalize(text, language)
+    joined = "".join("".join(c.text.split()) for c in chunks)
     if any(c.isalnum() for c in normalized):
-        assert "".join("".join(c.text.split()) for c in chunks) == "".join(normalized.split())
+        # Every letter and digit is spoken, in order; all of the text is, unless a run of
+        # punctuation or symbols is too long to share a piece of `most` with a letter.
+        assert [c for c in joined if c.isalnum()] == [c for c in normalized if c.isalnum()]
+        if 2 * longest_unspeakable_run(normalized) + HEAVY_WEIGHT <= most:
+            assert joined == "".join(normalized.split())
     else:
         assert chunks == []
+    position = 0
     for k, chunk in enumerate(chunks):
         assert chunk.text and chunk.text == chunk.text.strip()
         assert any(c.isalnum() for c in chunk.text)
-        assert len(chunk.text) <= limit(k, first, most, growth) or alnum_tokens(chunk.text) == 1, (k, chunk)
-        assert chunk.text in normalized
+        assert len(chunk.text) <= most, (k, chunk)  # never over the maximum, even for one word
+        assert budget_chars(chunk.text) <= most or len(chunk.text) == 1, (k, chunk)
+        cost = budget_chars(chunk.text)
+        assert cost <= limit(k, first, most, growth) or alnum_tokens(chunk.text) == 1 or len(chunk.text) == 1, (k, chunk)
+        position = normalized.index(chunk.text, position) + len(chunk.text)  # in order
         expected = (SENTENCE_PAUSE_S, CLAUSE_PAUSE_S, WORD_PAUSE_S) if k < len(chunks) - 1 else (0.0,)
         assert chunk.pause_after_s in expected
 
@@ -424,3 +457,103 @@ def test_split_is_lazy():
     # All pieces as a list would take well over 100 KB (the text alone is 100,000 characters).
     assert first_peak < 20_000
     assert rest_peak < 20_000
+
+
+# --- bounds and client faults (issue 14) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["Hello ı.e. world", "ı.e.", "İ.e. x", "vſ. y", "Hello ı.E. world"])
+def test_dotless_i_and_unicode_case_folds_do_not_crash(text):
+    for language in ("en", "ja"):
+        out = normalize(text, language)
+        assert isinstance(out, str)
+        list(split(text, first_chunk_chars=12, max_chunk_chars=400, language=language))
+    assert normalize("Hello ı.e. world") == "Hello ı.e. world"  # not the abbreviation "i.e."
+    assert normalize("Hello i.e. world") == "Hello that is world"
+
+
+@pytest.mark.parametrize("text", ["😀🎉👍🏽", "... !!! ???", "\ue000\ue001\U000f0000", "—–-", "\u200d\u0301", "🇯🇵 ★ ♪ ∞", ""])
+def test_nothing_speakable(text):
+    assert not speakable(text)
+    assert not speakable(text, "ja")
+    assert pieces(text) == []
+
+
+@pytest.mark.parametrize("text", ["a", "😀 ok", "٣", "日本", "שלום", "\u0661", "x\ue000"])
+def test_speakable(text):
+    assert speakable(text) and speakable(text, "ja")
+
+
+def test_nfkc_expansion_is_counted_after_normalisation():
+    text = "\ufdfa" * 20
+    assert len(normalize(text, "ar")) >= 360
+    assert sum(len(c.text) for c in pieces(text, first=12, most=300, language="ar")) >= 340
+
+
+def _cjk(n: int) -> str:
+    return "".join(chr(0x4E00 + (i * 7919) % 20000) for i in range(n))
+
+
+@pytest.mark.parametrize("language", ["en", "ja", "zh"])
+def test_cjk_without_spaces_is_cut_into_bounded_pieces(language):
+    text = _cjk(3000)
+    chunks = pieces(text, first=12, most=400, language=language)
+    assert "".join(c.text for c in chunks) == text
+    assert len(chunks[0].text) <= 12 // HEAVY_WEIGHT
+    for chunk in chunks:
+        assert budget_chars(chunk.text) <= 400
+        assert len(chunk.text) <= 400 // HEAVY_WEIGHT
+    assert len(chunks) >= 3000 * HEAVY_WEIGHT // 400
+
+
+def test_cjk_is_cut_at_its_own_punctuation_first():
+    sentence = "今日は本当にいい天気ですね、散歩に行きましょう；公園まで歩きます：楽しみです"
+    chunks = pieces(sentence * 3 + "。", first=12, most=60, language="ja")
+    assert "".join(c.text for c in chunks) == normalize(sentence * 3 + "。", "ja")
+    assert all(budget_chars(c.text) <= 60 for c in chunks)
+    # After the small first piece, every cut is at a clause mark (NFKC folds the fullwidth ones).
+    assert all(c.text[-1] in ",;:\u3001" for c in chunks[1:-1]), [c.text for c in chunks]
+
+
+def test_hard_cuts_keep_combining_sequences_and_emoji_whole():
+    accented = "e\u0301" * 50  # 100 code points, no spaces
+    for chunk in pieces(accented, first=5, most=9):
+        assert not unicodedata.combining(chunk.text[0]), chunk
+        assert len(chunk.text) <= 9
+    family = "a" + "👩\u200d👩\u200d👧" * 10
+    for chunk in pieces(family, first=12, most=40):
+        assert chunk.text[0] != "\u200d" and chunk.text[-1] != "\u200d", chunk
+        assert budget_chars(chunk.text) <= 40
+
+
+def test_punctuation_runs_longer_than_the_maximum_are_dropped_not_kept_whole():
+    chunks = pieces("a" + "!" * 1000 + " b" + "?" * 1000, first=12, most=50)
+    assert [c.text[0] for c in chunks] == ["a", "b"]
+    assert all(len(c.text) <= 50 for c in chunks)
+
+
+_ANY_TEXT = st.lists(
+    st.text(st.characters(exclude_categories=["Cs"]), max_size=8)
+    | st.sampled_from(["ı", "İ", "ı.e.", "😀", "👍🏽", "\u200d", "\ue000", "\U000f0001", "\u0301", "\u05e9", "\u0627", "\u202e", "\ufdfa",
+                       "日本語", "。", "、", " ", ".", "i.e.", "Dr.", "5", "$", "\x00"]),
+    max_size=40,
+).map("".join)  # fmt: skip
+
+
+@given(text=_ANY_TEXT, first=st.integers(1, 40), most=st.integers(1, 120), language=st.sampled_from(["en", "ja", "ar"]))
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_normalize_and_split_never_raise_and_respect_the_bound(text, first, most, language):
+    out = normalize(text, language)
+    assert isinstance(out, str)
+    assert speakable(text, language) == any(c.isalnum() for c in out)
+    chunks = list(split(text, first_chunk_chars=first, max_chunk_chars=most, language=language))
+    assert bool(chunks) == speakable(text, language)
+    for chunk in chunks:
+        assert 0 < len(chunk.text) <= most
+        assert budget_chars(chunk.text) <= most or len(chunk.text) == 1
+
+
+@given(st.text(alphabet=st.characters(), max_size=60))
+@settings(max_examples=300, deadline=None)
+def test_normalize_never_raises_even_with_lone_surrogates(text):
+    assert "\ud800" not in normalize(text) + normalize(text, "ja")

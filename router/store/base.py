@@ -24,6 +24,10 @@ class Conflict(Exception):
     """A unique value (organization name, email) is already taken."""
 
 
+class TooManyKeys(Exception):
+    """The organization already has as many live (unrevoked) API keys as it may."""
+
+
 @dataclasses.dataclass(frozen=True)
 class OrgRecord:
     id: str
@@ -259,7 +263,10 @@ class Store(Protocol):
         ...
 
     # --- API keys ---
-    async def create_api_key(self, new: NewApiKeyRecord) -> ApiKeyRecord: ...
+    async def create_api_key(self, new: NewApiKeyRecord, *, max_live: int | None = None) -> ApiKeyRecord:
+        """`max_live`: raise TooManyKeys instead when the organization already has that many
+        unrevoked keys (checked and inserted in one transaction)."""
+        ...
 
     async def find_api_key(self, key_hash: str) -> ApiKeyRecord | None: ...
 

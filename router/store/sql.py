@@ -7,6 +7,7 @@ The SQL is the common subset of both dialects with `?` placeholders.
 
 Lock order, to keep PostgreSQL free of deadlocks: stripe_payment_locks (one payment's, whose
 stripe_payments and stripe_reversals rows only its holder touches), reservations, wallets, key_spend.
+An orgs row is locked only by a capped key mint, which takes no other lock before it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from router.store.base import (
     SpendLimits,
     StripeCredit,
     StripeReversal,
+    TooManyKeys,
     UsageEnd,
     UsageRow,
     UsageStart,
@@ -155,7 +157,7 @@ class SQLStore(abc.ABC):
         return await self._transaction(_poll_device_code, device_code_hash, now_ms, session_hash, session_expires_at)
 
     # API keys
-    async def create_api_key(self, new: NewApiKeyRecord) -> ApiKeyRecord:
+    async def create_api_key(self, new: NewApiKeyRecord, *, max_live: int | None = None) -> ApiKeyRecord:
         record = ApiKeyRecord(
             id=new_id("key"),
             org_id=new.org_id,
@@ -171,7 +173,10 @@ class SQLStore(abc.ABC):
             requests_per_minute=new.requests_per_minute,
             characters_per_minute=new.characters_per_minute,
         )
-        await self._insert(_insert_api_key, record)
+        if max_live is None:
+            await self._insert(_insert_api_key, record)
+        else:
+            await self._insert(_insert_api_key_capped, record, max_live)
         return record
 
     async def find_api_key(self, key_hash: str) -> ApiKeyRecord | None:
@@ -415,6 +420,16 @@ async def _insert_api_key(tx: Tx, r: ApiKeyRecord) -> None:
         r.requests_per_minute,
         r.characters_per_minute,
     )
+
+
+async def _insert_api_key_capped(tx: Tx, r: ApiKeyRecord, max_live: int) -> None:
+    # The organization's row is the lock (PostgreSQL: a row lock; SQLite: the transaction
+    # is already the only writer), so concurrent mints cannot both see room for one more.
+    await tx.run("UPDATE orgs SET name = name WHERE id = ?", r.org_id)
+    row = await tx.one("SELECT COUNT(*) FROM api_keys WHERE org_id = ? AND revoked_at IS NULL", r.org_id)
+    if row is not None and row[0] >= max_live:
+        raise TooManyKeys(f"{row[0]} live keys")
+    await _insert_api_key(tx, r)
 
 
 async def _select_api_keys(tx: Tx, where: str, *args: Any) -> list[ApiKeyRecord]:
