@@ -240,6 +240,7 @@ class Result:
     outcome: str  # "200", "503", "ReadTimeout", "200 empty", ...
     ttfb: float | None
     total: float
+    at: float = 0.0  # when it started (time.monotonic())
 
 
 async def _legit_one(client: httpx.AsyncClient, url: str, key: str, text: str, limit_s: float) -> Result:
@@ -266,9 +267,10 @@ async def _legit_one(client: httpx.AsyncClient, url: str, key: str, text: str, l
     except httpx.HTTPError as exc:
         return Result(False, f"{status} {type(exc).__name__}" if status else type(exc).__name__, ttfb, time.perf_counter() - started)
     total = time.perf_counter() - started
+    at = time.monotonic() - total
     if status == 200 and size > 0:
-        return Result(True, "200", ttfb, total)
-    return Result(False, f"{status} empty" if status == 200 else str(status), ttfb, total)
+        return Result(True, "200", ttfb, total, at)
+    return Result(False, f"{status} empty" if status == 200 else str(status), ttfb, total, at)
 
 
 async def legit_phase(url: str, key: str, concurrency: int, duration: float, stop: asyncio.Event, warmup: int = 0) -> list[Result]:
@@ -445,7 +447,10 @@ async def _never_read_one(kind: str, out: Outcomes, port: int, key: str, deadlin
         while time.monotonic() < end:
             try:
                 chunk = await asyncio.wait_for(loop.sock_recv(sock, 1 << 16), 0.3)
-            except (asyncio.TimeoutError, OSError):
+            except asyncio.TimeoutError:
+                break
+            except OSError:  # reset: the write deadline dropped us
+                closed = True
                 break
             if not chunk:
                 closed = True
@@ -573,6 +578,11 @@ def report(phases: list[PhaseStats], idle_kb: int, peak_kb: int, outcomes: Outco
             f"{p.name:>8} {p.sent:>6} {success:>8} {_ms(p.ttfb(0.5)):>9} {_ms(p.ttfb(0.99)):>9}"
             f" {_ms(p.total(0.5)):>10} {_ms(p.total(0.99)):>10} {p.peak_kb / 1024:>7.0f}MB"
         )
+    for p in phases:
+        if p.results:  # where in the phase the slowest first bytes were (a burst at its start, or throughout)
+            start = min(r.at for r in p.results)
+            slow = sorted((r for r in p.results if r.ttfb is not None), key=lambda r: -r.ttfb)[:5]  # type: ignore[operator]
+            print(f"  {p.name} slowest TTFB: " + ", ".join(f"{r.ttfb * 1000:.0f}ms at {r.at - start:.0f}s" for r in slow))  # type: ignore[operator]
     for p in phases:
         failures = Counter(r.outcome for r in p.results if not r.ok)
         if failures:

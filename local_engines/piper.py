@@ -35,7 +35,7 @@ class PiperEngine:
     sample_rate = 22_050
     first_chunk_chars = 12
     max_chunk_chars = 400
-    max_phonemes = 256  # per inference
+    max_phonemes = 128  # per inference
 
     def __init__(
         self,

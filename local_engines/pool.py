@@ -5,6 +5,12 @@ parallelism without blocking the event loop. Jobs are served earliest deadline f
 a job's deadline is the moment its stream runs out of audio, so a new stream's first
 piece (deadline: now) goes ahead of pieces for streams that still have audio buffered.
 That keeps first audio fast under load without slowing anyone's real-time playback.
+
+Between tenants (organizations), jobs that are due (their deadline within `DUE_SLACK_S`)
+take turns: the due job of the tenant served least recently goes first, then earliest
+deadline. So one tenant's many streams falling due at once (say, clients that stopped
+reading once their buffers were full) delay another tenant's first piece by one job per
+worker, not by all of theirs; a job that is not due yet never goes ahead of a due one.
 """
 
 from __future__ import annotations
@@ -16,9 +22,12 @@ import dataclasses
 import heapq
 import itertools
 import threading
+import time
 from typing import Any, AsyncIterator, Callable, TypeVar
 
 T = TypeVar("T")
+
+DUE_SLACK_S = 0.25
 
 
 class EngineBusy(Exception):
@@ -34,18 +43,22 @@ class EngineBusy(Exception):
 class _Job:
     deadline: float
     seq: int
+    tenant: str = dataclasses.field(compare=False)
     fn: Callable[[], Any] = dataclasses.field(compare=False)
     loop: asyncio.AbstractEventLoop = dataclasses.field(compare=False)
     future: asyncio.Future[Any] = dataclasses.field(compare=False)
 
 
 class WorkerPool:
-    """Blocking jobs on `workers` daemon threads, earliest deadline first."""
+    """Blocking jobs on `workers` daemon threads: due jobs by tenants in turn, else earliest deadline first."""
 
-    def __init__(self, name: str, workers: int) -> None:
+    def __init__(self, name: str, workers: int, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._name = name
         self._workers = max(1, workers)
+        self._clock = clock
         self._heap: list[_Job] = []
+        self._turns = itertools.count()
+        self._served: dict[str, int] = {}  # tenant -> the turn it was last served
         self._seq = itertools.count()
         self._cond = threading.Condition()
         self._threads: list[threading.Thread] = []
@@ -56,10 +69,10 @@ class WorkerPool:
     def queued(self) -> int:
         return len(self._heap)
 
-    async def run(self, deadline: float, fn: Callable[..., T], *args: Any) -> T:
-        """Run fn(*args) on a worker. Cancelling the caller drops the job if it has not started."""
+    async def run(self, deadline: float, fn: Callable[..., T], *args: Any, tenant: str = "") -> T:
+        """Run fn(*args) on a worker for `tenant`. Cancelling the caller drops the job if it has not started."""
         loop = asyncio.get_running_loop()
-        job = _Job(deadline, next(self._seq), lambda: fn(*args), loop, loop.create_future())
+        job = _Job(deadline, next(self._seq), tenant, lambda: fn(*args), loop, loop.create_future())
         with self._cond:
             if self._closed:
                 raise RuntimeError(f"{self._name} pool is closed")
@@ -87,7 +100,7 @@ class WorkerPool:
                     self._cond.wait()
                 if self._closed:
                     return
-                job = heapq.heappop(self._heap)
+                job = self._next_job()
                 if job.future.cancelled():
                     continue
                 self.busy += 1
@@ -100,6 +113,30 @@ class WorkerPool:
                     self.busy -= 1
             with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting
                 job.loop.call_soon_threadsafe(_resolve, job.future, result, error)
+
+
+    def _next_job(self) -> _Job:
+        """With the lock held: among the due jobs, the one of the tenant served least recently
+        (earliest deadline within a tenant); with none due, the earliest deadline."""
+        first = self._heap[0]
+        due_by = self._clock() + DUE_SLACK_S
+        best = first
+        if first.deadline <= due_by:
+            for job in self._heap:  # a few dozen at most: one job in flight per stream
+                if job.deadline <= due_by and self._rank(job) < self._rank(best):
+                    best = job
+        if best is first:
+            heapq.heappop(self._heap)
+        else:
+            self._heap.remove(best)
+            heapq.heapify(self._heap)
+        self._served[best.tenant] = next(self._turns)
+        if len(self._served) > 10_000:  # bounded: forget the tenants served longest ago
+            self._served = dict(sorted(self._served.items(), key=lambda kv: kv[1])[-1_000:])
+        return best
+
+    def _rank(self, job: _Job) -> tuple[int, float, int]:
+        return (self._served.get(job.tenant, -1), job.deadline, job.seq)
 
 
 def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:

@@ -133,10 +133,10 @@ class EngineRunner:
         Raises EngineBusy before any audio when no slot is free."""
         async with self.gate.admit(tenant):
             await self.ensure_loaded()
-            async for pcm in self._pieces(text, utterance):
+            async for pcm in self._pieces(text, utterance, tenant):
                 yield pcm
 
-    async def _pieces(self, text: str, utterance: Utterance) -> AsyncIterator[bytes]:
+    async def _pieces(self, text: str, utterance: Utterance, tenant: str = "") -> AsyncIterator[bytes]:
         engine = self.engine
         settings = self.settings
         language = _text_language(engine, text, utterance)
@@ -154,7 +154,7 @@ class EngineRunner:
 
         def submit(deadline: float, fn: Callable[..., Any], *args: Any) -> tuple[_Timing, asyncio.Task[Any]]:
             timing = _Timing()
-            return timing, asyncio.ensure_future(self.pool.run(deadline, self._timed, stream, timing, fn, *args))
+            return timing, asyncio.ensure_future(self.pool.run(deadline, self._timed, stream, timing, fn, *args, tenant=tenant))
 
         def begin(piece: text_mod.Chunk | None, deadline: float) -> tuple[_Timing, asyncio.Task[Any]] | None:
             return None if piece is None else submit(deadline, self._begin_piece, piece.text, utterance)

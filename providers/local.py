@@ -95,11 +95,15 @@ class LocalProvider:
         self._options = LocalOptions.model_validate(spec.options)
         self._runners: dict[str, EngineRunner] = {}
         self._remotes: dict[str, _RemoteEngine] = {}
+        threads = _default_threads(self._options)
         for engine_id, engine_spec in self._options.engines.items():
             if engine_spec.url:
                 self._remotes[engine_id] = _RemoteEngine(provider_id, engine_id, engine_spec, spec, transport)
             else:
-                engine = build_engine(engine_spec.engine, engine_id, engine_spec.engine_settings())
+                settings = engine_spec.engine_settings()
+                if settings.get("threads") is None:
+                    settings["threads"] = threads
+                engine = build_engine(engine_spec.engine, engine_id, settings)
                 self._runners[engine_id] = EngineRunner(engine, engine_spec.runner_settings())
                 self._runners[engine_id].on_rtf = _observe_rtf
         self._preloading: asyncio.Task[None] | None = None
@@ -312,6 +316,16 @@ class _RemoteEngine:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _default_threads(options: LocalOptions) -> int:
+    """Inference threads for an engine whose config leaves `threads` unset: a fair share of
+    the cores among the in-process engines that run at once by default (the preloaded ones).
+    Each engine taking every core would let one tenant's work on one engine halve another
+    engine's speed for everyone else."""
+    in_process = [name for name, engine in options.engines.items() if not engine.url]
+    running = [name for name in options.preload if name in in_process] or in_process
+    return max(1, (os.cpu_count() or 1) // max(1, len(running)))
 
 
 def _parse_error(body: bytes) -> str:

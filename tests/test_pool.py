@@ -155,3 +155,33 @@ def test_a_freed_slot_goes_to_the_longest_waiting_eligible_tenant():
         await asyncio.gather(*tasks)
 
     asyncio.run(main())
+
+
+def test_due_jobs_take_turns_between_tenants_and_jobs_not_yet_due_wait():
+    """One tenant's streams that all fell due (deadlines long past) do not all go ahead of
+    another tenant's first piece; a job not yet due goes after every due one."""
+
+    async def main() -> None:
+        pool = WorkerPool("turns", workers=1)
+        order: list[str] = []
+        gate = threading.Event()
+
+        def job(name: str) -> str:
+            if name == "blocker":
+                gate.wait(5)
+            order.append(name)
+            return name
+
+        now = time.monotonic()
+        blocker = asyncio.ensure_future(pool.run(now, job, "blocker", tenant="hostile"))
+        await asyncio.sleep(0.05)
+        hostile = [asyncio.ensure_future(pool.run(now - 60 + i, job, f"hostile-{i}", tenant="hostile")) for i in range(3)]
+        later = asyncio.ensure_future(pool.run(now + 30, job, "other-buffered", tenant="other"))
+        first = asyncio.ensure_future(pool.run(now, job, "other-first-piece", tenant="other"))
+        await asyncio.sleep(0.01)
+        gate.set()
+        await asyncio.gather(blocker, *hostile, later, first)
+        assert order == ["blocker", "other-first-piece", "hostile-0", "hostile-1", "hostile-2", "other-buffered"]
+        pool.close()
+
+    asyncio.run(main())
