@@ -583,6 +583,11 @@ def report(phases: list[PhaseStats], idle_kb: int, peak_kb: int, outcomes: Outco
             start = min(r.at for r in p.results)
             slow = sorted((r for r in p.results if r.ttfb is not None), key=lambda r: -r.ttfb)[:5]  # type: ignore[operator]
             print(f"  {p.name} slowest TTFB: " + ", ".join(f"{r.ttfb * 1000:.0f}ms at {r.at - start:.0f}s" for r in slow))  # type: ignore[operator]
+            windows: dict[int, list[float]] = defaultdict(list)
+            for r in p.results:
+                if r.ttfb is not None:
+                    windows[int((r.at - start) // 10) * 10].append(r.ttfb)
+            print(f"  {p.name} TTFB p99 by 10 s: " + ", ".join(f"{w}s {_ms(_pct(v, 0.99))}" for w, v in sorted(windows.items())))
     for p in phases:
         failures = Counter(r.outcome for r in p.results if not r.ok)
         if failures:
