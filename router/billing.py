@@ -56,7 +56,7 @@ async def topup(request: Request) -> Response:
     """Charge a saved card off-session. 402 when the card needs its holder (3-D Secure) or is
     declined; the credit arrives with the `payment_intent.succeeded` webhook."""
     gateway: Gateway = request.app.state.gateway
-    principal = await gateway.auth.session(request)
+    principal = await gateway.auth.session(request, fresh=True)  # spends money: a logged-out session may not
     stripe = _stripe(gateway)
     spec = gateway.config.billing
     body = await read_body(request, TopupRequest, _SMALL_BODY)
@@ -85,7 +85,7 @@ async def topup(request: Request) -> Response:
 async def checkout(request: Request) -> Response:
     """A Stripe Checkout page for buying credits in the browser, with the configured bonus."""
     gateway: Gateway = request.app.state.gateway
-    principal = await gateway.auth.session(request)
+    principal = await gateway.auth.session(request, fresh=True)  # spends money: a logged-out session may not
     stripe = _stripe(gateway)
     spec = gateway.config.billing
     body = await read_body(request, CheckoutRequest, _SMALL_BODY)
