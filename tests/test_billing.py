@@ -576,3 +576,29 @@ def test_billing_operations_answer_as_documented(billing: Gateway, stripe: Strip
     assert 200 in seen["positive"], seen
     if method == "post":
         assert seen["negative"] and all(400 <= code < 500 for code in seen["negative"]), seen
+
+
+def test_a_session_logged_out_elsewhere_cannot_spend(billing: Gateway, stripe: Stripe):
+    """Another replica logs the session out: this one still has it cached (auth.key_cache_ttl_s),
+    but money routes check the database, so neither a top-up nor a checkout goes to Stripe."""
+    import asyncio
+
+    from router.auth import hash_secret
+    from router.store import open_store
+
+    account = _account(billing)
+    method = _save_card(billing, stripe, account)  # the session is now in this replica's cache
+
+    async def revoke_on_another_replica() -> None:
+        store = await open_store(billing.settings.database_url)
+        try:
+            assert await store.revoke_session(hash_secret(account.session))
+        finally:
+            await store.close()
+
+    asyncio.run(revoke_on_another_replica())
+    calls = len(stripe.state.calls)
+    assert _topup(billing, account, 2_500, method).status_code == 401
+    checkout = httpx.post(billing.url + "/v1/billing/checkout", json={"amountCents": 2_000}, headers=account.headers, timeout=10)
+    assert checkout.status_code == 401
+    assert len(stripe.state.calls) == calls
