@@ -13,7 +13,8 @@ own protocol, before the application sees a request.
   pipelined request that followed a body in the same read).
 - **Connections** (`max_connections` in all, `max_connections_per_client` per client address;
   an IPv6 client is its /64): one more is answered at once, before anything is read or parsed,
-  with 503 `server_at_capacity` or 429 `too_many_connections` and closed. The counts are per
+  with 503 `provider_unavailable` (`server_at_capacity`) or 429 `rate_limited`
+  (`too_many_connections`) and closed. The counts are per
   worker process, and behind a reverse proxy the client address is the proxy's.
 - **Body deadline** (`body_timeout_s`): the request body must be complete within this of its
   head; a client still trickling it is dropped (the application sees a disconnect).
@@ -114,14 +115,17 @@ def _response(status: int, reason: str, code: str, details: str, extra: bytes = 
     )
 
 
-REQUEST_TIMEOUT = _response(408, "Request Timeout", "request_timeout", "the request headers did not arrive in time")
+# The codes are the wire's own (shared/reference/voxrouter-wire.md); the details say which limit.
+REQUEST_TIMEOUT = _response(408, "Request Timeout", "invalid_body", "request_timeout: the request headers did not arrive in time")
 HEADERS_TOO_LARGE = _response(
-    431, "Request Header Fields Too Large", "headers_too_large", "the request line and headers are too large"
+    431, "Request Header Fields Too Large", "invalid_body", "headers_too_large: the request line and headers are too large"
 )
 TOO_MANY_CONNECTIONS = _response(
-    429, "Too Many Requests", "too_many_connections", "too many open connections from this address", b"retry-after: 1\r\n"
+    429, "Too Many Requests", "rate_limited", "too_many_connections: too many open connections from this address", b"retry-after: 1\r\n"
 )
-AT_CAPACITY = _response(503, "Service Unavailable", "server_at_capacity", "the server is at its connection limit", b"retry-after: 1\r\n")
+AT_CAPACITY = _response(
+    503, "Service Unavailable", "provider_unavailable", "server_at_capacity: the gateway is at its connection limit", b"retry-after: 1\r\n"
+)
 
 
 def client_key(peer: Any) -> str | None:

@@ -181,7 +181,7 @@ def test_a_slow_header_sender_gets_408_within_the_header_deadline(edge):
     answer += rest
     elapsed = time.monotonic() - started
     assert answer.startswith(b"HTTP/1.1 408 "), answer
-    assert b"request_timeout" in answer and b"connection: close" in answer
+    assert b'"error": "invalid_body"' in answer and b"request_timeout" in answer and b"connection: close" in answer
     assert LIMITS.header_timeout_s - 0.1 <= elapsed <= LIMITS.header_timeout_s + SLACK_S
 
 
@@ -235,7 +235,7 @@ def test_a_64_kb_header_gets_431_and_a_close(edge):
     sock.sendall(get(extra=b"X-Big: " + b"a" * 65536 + b"\r\n"))
     answer, _ = read_until_closed(sock, 5)
     assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
-    assert b"headers_too_large" in answer
+    assert b'"error": "invalid_body"' in answer and b"headers_too_large" in answer
     # Just under the cap is served, and so is a small head with a body in the same write.
     ok = connect(edge.port)
     ok.sendall(get(extra=b"X-Big: " + b"a" * (LIMITS.max_header_bytes - 100) + b"\r\n"))
@@ -255,7 +255,7 @@ def test_the_per_client_cap_refuses_more_connections_from_one_address_until_one_
     extra = connect(edge.port)
     extra.sendall(get())
     answer, _ = read_until_closed(extra, 5)
-    assert answer.startswith(b"HTTP/1.1 429 ") and b"too_many_connections" in answer, answer
+    assert answer.startswith(b"HTTP/1.1 429 ") and b'"error": "rate_limited"' in answer and b"too_many_connections" in answer, answer
     other = connect(edge.port, source="127.0.0.2")  # another client is not affected
     other.sendall(get())
     assert read_response(other).startswith(b"HTTP/1.1 200 ")
@@ -276,7 +276,8 @@ def test_the_overall_cap_answers_503():
         extra = connect(server.port, source="127.0.0.9")
         extra.sendall(get())
         answer, _ = read_until_closed(extra, 5)
-        assert answer.startswith(b"HTTP/1.1 503 ") and b"server_at_capacity" in answer, answer
+        assert answer.startswith(b"HTTP/1.1 503 ") and b'"error": "provider_unavailable"' in answer, answer
+        assert b"server_at_capacity" in answer and b"retry-after: 1" in answer.lower()
         held.pop().close()
         time.sleep(0.1)
         with httpx.Client() as client:
