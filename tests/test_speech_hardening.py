@@ -243,3 +243,38 @@ def test_inputs_that_once_broke_the_local_engines_never_open_their_breaker(tmp_p
         circuit = gateway.internals.health.circuit(gateway.internals.providers["local"], "piper")
         assert circuit.state == "closed" and circuit.failures == 0
         assert speak(gateway, gateway.new_key(5.0), model="tts-1", input="Still speaking.").status_code == 200
+
+
+# --- listening: bounded pieces and phoneme runs still say the words --------------------------
+
+PARAGRAPH = (
+    "The weather today is sunny with a light breeze from the west. In the afternoon, clouds will gather over "
+    "the hills and bring a little rain to the valley, so take an umbrella if you plan to walk home late. "
+    "Tomorrow morning should be clear and cold, and the roads may be icy before sunrise, so drive slowly "
+    "and leave a little earlier than usual to reach the office on time."
+)
+
+
+@pytest.mark.slow
+def test_piper_through_the_gateway_says_the_words(gateway: Gateway, api_key: str) -> None:
+    """Pieces are cut and each is rendered in runs of bounded phonemes: a recogniser still hears
+    the text, every word in order (not only audio of the right length)."""
+    from tests.listening import transcribe_pcm, word_error_rate
+
+    response = speak(gateway, api_key, model="tts-1", input=PARAGRAPH, response_format="pcm")
+    assert response.status_code == 200
+    heard = transcribe_pcm(response.content)
+    assert word_error_rate(PARAGRAPH, heard) <= 0.1, heard
+
+
+@pytest.mark.slow
+def test_text_that_crashed_the_normaliser_is_spoken(gateway: Gateway, api_key: str) -> None:
+    """`ı.e.` is not an abbreviation the normaliser knows (it is read as it stands); every word
+    around it is heard, in order."""
+    from tests.listening import transcribe_pcm, words
+
+    response = speak(gateway, api_key, model="tts-1", input="Hello ı.e. world, this used to crash the normalizer.", response_format="pcm")
+    assert response.status_code == 200
+    heard = iter(words(transcribe_pcm(response.content)))
+    expected = ["hello", "world", "this", "used", "to", "crash", "the", "normalizer"]
+    assert all(word in heard for word in expected), expected  # a subsequence of what was heard
