@@ -140,12 +140,11 @@ class EngineRunner:
         engine = self.engine
         settings = self.settings
         language = _text_language(engine, text, utterance)
-        if not text_mod.speakable(text, language):
+        spoken = text_mod.normalize(text, language)
+        if not text_mod.has_speech(spoken):
             raise NothingToSpeak("the text has nothing to speak: no letter or digit (only punctuation, symbols, emoji or the like)")
-        budget_s = settings.request_budget_s(text_mod.budget_chars(text_mod.normalize(text, language)))
-        pieces = text_mod.split(
-            text, first_chunk_chars=engine.first_chunk_chars, max_chunk_chars=engine.max_chunk_chars, language=language
-        )
+        budget_s = settings.request_budget_s(text_mod.budget_chars(spoken))
+        pieces = text_mod.cut(spoken, first_chunk_chars=engine.first_chunk_chars, max_chunk_chars=engine.max_chunk_chars)
         resample = _Resampler(engine.sample_rate) if engine.sample_rate != PCM_SAMPLE_RATE else None
         stream = _Stream()
         started = time.monotonic()

@@ -64,7 +64,12 @@ def normalize(text: str, language: str = "en") -> str:
 def speakable(text: str, language: str = "en") -> bool:
     """Whether `text` has anything to say: a letter or digit once normalised. Text of only
     punctuation, symbols, emoji or private-use characters has not (`split` yields nothing)."""
-    return _ALNUM.search(normalize(text, language)) is not None
+    return has_speech(normalize(text, language))
+
+
+def has_speech(normalized: str) -> bool:
+    """`speakable` for text `normalize` has already been through."""
+    return _ALNUM.search(normalized) is not None
 
 
 # Characters a phonemiser turns into several phonemes each: CJK ideographs, kana and hangul
@@ -296,12 +301,17 @@ def split(
     sequence. Each piece has a letter or digit: a run of punctuation or symbols with no letter
     or digit that cannot share a piece with one is dropped (there is nothing in it to speak).
     """
+    # Normalised here, not on the first next(), so that bad input fails at the call.
+    return cut(normalize(text, language), first_chunk_chars=first_chunk_chars, max_chunk_chars=max_chunk_chars, growth=growth)
+
+
+def cut(normalized: str, *, first_chunk_chars: int, max_chunk_chars: int, growth: float = 2.5) -> Iterator[Chunk]:
+    """`split` for text `normalize` has already been through (normalised once, used thrice)."""
     if first_chunk_chars < 1 or max_chunk_chars < 1:
         raise ValueError("first_chunk_chars and max_chunk_chars must be at least 1")
     if not growth >= 1.0:
         raise ValueError("growth must be at least 1.0")
-    # Normalised here, not on the first next(), so that bad input fails at the call.
-    return _chunks(normalize(text, language), first_chunk_chars, max_chunk_chars, growth)
+    return _chunks(normalized, first_chunk_chars, max_chunk_chars, growth)
 
 
 def _chunks(text: str, first: int, most: int, growth: float) -> Iterator[Chunk]:
