@@ -194,7 +194,7 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 def _create_key(env: dict[str, str], org: str, extra: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "router.cli", "admin", "create-key", "--org", org, "--name", "bench", "--credit-usd", "5", *extra],
+        [sys.executable, "-m", "voxrouter.cli", "admin", "create-key", "--org", org, "--name", "bench", "--credit-usd", "5", *extra],
         env=env, cwd=ROOT, capture_output=True, text=True,
     )
 
@@ -725,7 +725,7 @@ def main() -> None:
     log_path = tmp / "gateway.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "router.cli", "serve", "--port", str(port), "--log-level", "warning"],
+            [sys.executable, "-m", "voxrouter.cli", "serve", "--port", str(port), "--log-level", "warning"],
             env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )
     watch = RssWatch(proc, args.max_rss_mb).start()

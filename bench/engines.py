@@ -61,7 +61,7 @@ def _raw_kokoro():
     import onnxruntime as ort
     from kokoro_onnx import Kokoro
 
-    from local_engines.kokoro import assemble_registry_model
+    from voxrouter.local_engines.kokoro import assemble_registry_model
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = os.cpu_count() or 1
@@ -163,9 +163,9 @@ def _peak_rss_mb(pid: int) -> float:
 def _start_gateway(tmp: str) -> tuple[subprocess.Popen, str, str]:
     port = _free_port()
     env = {**os.environ, "VOXROUTER_DATABASE_URL": f"sqlite:///{tmp}/bench.db", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "router.cli", "serve", "--port", str(port), "--log-level", "warning"], env=env, cwd=tmp)
+    proc = subprocess.Popen([sys.executable, "-m", "voxrouter.cli", "serve", "--port", str(port), "--log-level", "warning"], env=env, cwd=tmp)
     key = subprocess.run(
-        [sys.executable, "-m", "router.cli", "admin", "create-key", "--org", "bench", "--name", "bench", "--credit-usd", "10"],
+        [sys.executable, "-m", "voxrouter.cli", "admin", "create-key", "--org", "bench", "--name", "bench", "--credit-usd", "10"],
         env=env, capture_output=True, text=True, check=True,
     ).stdout.strip()
     url = f"http://127.0.0.1:{port}"

@@ -119,7 +119,7 @@ def _variant_config(tmp: str, name: str, limits_and_breakers: bool) -> str:
     sys.path.insert(0, str(ROOT))
     import yaml
 
-    from router.config import load_config
+    from voxrouter.router.config import load_config
 
     config = load_config()
     if not limits_and_breakers:
@@ -138,9 +138,9 @@ async def _hot_path_us(redis_url: str | None, calls: int = 2000) -> dict[str, fl
     """Median microseconds per request for the limiter's admission + release and a breaker
     ticket, called in this process the way the request path calls them."""
     sys.path.insert(0, str(ROOT))
-    from router.breaker import Circuit
-    from router.config import BreakerSpec
-    from router.state import KeyLimits, open_limit_state
+    from voxrouter.router.config import BreakerSpec
+    from voxrouter.router.limits.state import KeyLimits, open_limit_state
+    from voxrouter.router.resilience.breaker import Circuit
 
     limits = KeyLimits(requests_per_minute=10**9, characters_per_minute=10**12, max_concurrency=1000)
     out: dict[str, float] = {}
@@ -225,10 +225,10 @@ def main() -> None:
             port = _free_port()
             env = {**base_env, **extra, "VOXROUTER_DATABASE_URL": f"sqlite:///{tmp}/{name}.db"}
             proc = subprocess.Popen(
-                [sys.executable, "-m", "router.cli", "serve", "--port", str(port), "--log-level", "warning"], env=env, cwd=tmp
+                [sys.executable, "-m", "voxrouter.cli", "serve", "--port", str(port), "--log-level", "warning"], env=env, cwd=tmp
             )
             key = subprocess.run(
-                [sys.executable, "-m", "router.cli", "admin", "create-key", "--org", "bench", "--name", "bench",
+                [sys.executable, "-m", "voxrouter.cli", "admin", "create-key", "--org", "bench", "--name", "bench",
                  "--credit-usd", "1000", "--requests-per-minute", "100000000", "--characters-per-minute", "1000000000"],
                 env=env, capture_output=True, text=True, check=True,
             ).stdout.strip()

@@ -89,14 +89,14 @@ def _round(replicas: int, args: argparse.Namespace, emulator_url: str, tmp: str)
     procs: list[tuple[subprocess.Popen, str]] = []
     try:
         key = subprocess.run(
-            [sys.executable, "-m", "router.cli", "admin", "create-key", "--org", "bench", "--name", "bench", "--credit-usd", "10000",
+            [sys.executable, "-m", "voxrouter.cli", "admin", "create-key", "--org", "bench", "--name", "bench", "--credit-usd", "10000",
              "--requests-per-minute", "100000000", "--characters-per-minute", "1000000000"],
             env=env, capture_output=True, text=True, check=True,
         ).stdout.strip()
         for _ in range(replicas):
             port = _free_port()
             proc = subprocess.Popen(
-                [sys.executable, "-m", "router.cli", "serve", "--port", str(port), "--log-level", "warning"], env=env, cwd=tmp
+                [sys.executable, "-m", "voxrouter.cli", "serve", "--port", str(port), "--log-level", "warning"], env=env, cwd=tmp
             )
             procs.append((proc, f"http://127.0.0.1:{port}"))
         for proc, url in procs:

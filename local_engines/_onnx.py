@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 
-import local_engines  # noqa: F401  (sets ORT_DISABLE_TELEMETRY before onnxruntime loads)
+import voxrouter.local_engines  # noqa: F401  (sets ORT_DISABLE_TELEMETRY before onnxruntime loads)
 
 
 def onnxruntime_missing() -> str | None:

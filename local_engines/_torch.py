@@ -36,7 +36,7 @@ from typing import Any, ClassVar, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from local_engines.base import EngineNotInstalled, EngineVoice, InvalidOption, UnknownVoice, Utterance
+from voxrouter.local_engines.base import EngineNotInstalled, EngineVoice, InvalidOption, UnknownVoice, Utterance
 
 logger = logging.getLogger("voxrouter.engines")
 
@@ -357,7 +357,7 @@ def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
 
 
 class TorchEngine:
-    """What Chatterbox and MOSS-TTS-Nano share; they implement local_engines.base.Engine through it.
+    """What Chatterbox and MOSS-TTS-Nano share; they implement voxrouter.local_engines.base.Engine through it.
 
     A subclass sets `id`, `sample_rate`, the chunk sizes, `_modules`, `_numbers`,
     `_import_failure` (and `_extra_options` if it takes more) and supplies the hooks

@@ -1,7 +1,7 @@
 """The protocol every local engine implements, and the errors it raises.
 
 An engine turns one short piece of text into float32 mono samples, blocking; it knows
-nothing of HTTP, queues or streaming. `local_engines.runner` splits the text, schedules
+nothing of HTTP, queues or streaming. `voxrouter.local_engines.runner` splits the text, schedules
 the pieces on the engine's worker threads and joins the audio.
 
 An engine may also cut a piece into runs that each fit one bounded inference (`plan`, then
@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from providers.base import Voice
+from voxrouter.providers.base import Voice
 
 
 class EngineError(Exception):

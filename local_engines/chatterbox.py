@@ -40,8 +40,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from local_engines import _torch
-from local_engines.base import EngineNotInstalled, UnknownVoice
+from voxrouter.local_engines import _torch
+from voxrouter.local_engines.base import EngineNotInstalled, UnknownVoice
 
 logger = logging.getLogger("voxrouter.engines")
 

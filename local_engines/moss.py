@@ -54,8 +54,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from local_engines import _torch
-from local_engines.base import InvalidOption, UnknownVoice
+from voxrouter.local_engines import _torch
+from voxrouter.local_engines.base import InvalidOption, UnknownVoice
 
 logger = logging.getLogger("voxrouter.engines")
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from local_engines import _onnx
-from local_engines.base import EngineNotInstalled, EngineVoice, InvalidOption, UnknownVoice, Utterance
+from voxrouter.local_engines import _onnx
+from voxrouter.local_engines.base import EngineNotInstalled, EngineVoice, InvalidOption, UnknownVoice, Utterance
 
 _OPTIONS = {"noise_scale": (0.0, 2.0), "noise_w_scale": (0.0, 2.0), "length_scale": (0.25, 4.0), "speaker_id": (0, 10_000)}
 _GENDERS = {"joe": "male", "amy": "female", "lessac": "female", "ryan": "male", "kristin": "female", "john": "male"}

@@ -5,13 +5,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from local_engines.base import Engine
+from voxrouter.local_engines.base import Engine
 
 ENGINE_KINDS: dict[str, str] = {
-    "kokoro": "local_engines.kokoro:KokoroEngine",
-    "piper": "local_engines.piper:PiperEngine",
-    "chatterbox": "local_engines.chatterbox:ChatterboxEngine",
-    "moss-tts-nano": "local_engines.moss:MossTtsNanoEngine",
+    "kokoro": "voxrouter.local_engines.kokoro:KokoroEngine",
+    "piper": "voxrouter.local_engines.piper:PiperEngine",
+    "chatterbox": "voxrouter.local_engines.chatterbox:ChatterboxEngine",
+    "moss-tts-nano": "voxrouter.local_engines.moss:MossTtsNanoEngine",
 }
 
 

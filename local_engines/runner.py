@@ -31,10 +31,10 @@ from typing import Any, AsyncIterator, Callable, TypeVar
 import av
 import numpy as np
 
-from local_engines import text as text_mod
-from local_engines.base import Engine, EngineTimeout, EngineVoice, NothingToSpeak, Utterance
-from local_engines.pool import StreamGate, WorkerPool
-from providers.base import PCM_SAMPLE_RATE
+from voxrouter.local_engines import text as text_mod
+from voxrouter.local_engines.base import Engine, EngineTimeout, EngineVoice, NothingToSpeak, Utterance
+from voxrouter.local_engines.pool import StreamGate, WorkerPool
+from voxrouter.providers.base import PCM_SAMPLE_RATE
 
 logger = logging.getLogger("voxrouter.engines")
 T = TypeVar("T")

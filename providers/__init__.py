@@ -1,4 +1,4 @@
-"""Provider adapters: one module per upstream, all implementing `providers.base.Provider`."""
+"""Provider adapters: one module per upstream, all implementing `voxrouter.providers.base.Provider`."""
 
 from __future__ import annotations
 
@@ -6,17 +6,17 @@ from typing import TYPE_CHECKING, Callable
 
 import httpx
 
-from providers.base import Provider
+from voxrouter.providers.base import Provider
 
 if TYPE_CHECKING:
-    from router.config import ProviderSpec
+    from voxrouter.router.config import ProviderSpec
 
 
 def _adapters() -> dict[str, Callable[..., Provider]]:
-    from providers.cartesia import CartesiaProvider
-    from providers.elevenlabs import ElevenLabsProvider
-    from providers.local import LocalProvider
-    from providers.openai import OpenAIProvider
+    from voxrouter.providers.cartesia import CartesiaProvider
+    from voxrouter.providers.elevenlabs import ElevenLabsProvider
+    from voxrouter.providers.local import LocalProvider
+    from voxrouter.providers.openai import OpenAIProvider
 
     return {"openai": OpenAIProvider, "elevenlabs": ElevenLabsProvider, "cartesia": CartesiaProvider, "local": LocalProvider}
 

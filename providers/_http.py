@@ -9,7 +9,7 @@ from urllib.parse import quote
 import anyio
 import httpx
 
-from providers.base import ErrorKind, Health, ProviderError
+from voxrouter.providers.base import ErrorKind, Health, ProviderError
 
 ErrorParser = Callable[[bytes], str]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any, AsyncIterator
 
-from providers.base import PCM_SAMPLE_RATE, ErrorKind, ProviderError, SynthesisRequest, Voice
-from providers.remote import RemoteProvider, merge_options
+from voxrouter.providers.base import PCM_SAMPLE_RATE, ErrorKind, ProviderError, SynthesisRequest, Voice
+from voxrouter.providers.remote import RemoteProvider, merge_options
 
 DEFAULT_API_VERSION = "2024-11-13"
 DEFAULT_MP3_BIT_RATE = 128_000

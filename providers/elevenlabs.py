@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any, AsyncIterator
 
-from providers._http import path_segment
-from providers.base import ErrorKind, ProviderError, SynthesisRequest, Voice
-from providers.remote import RemoteProvider, merge_options
+from voxrouter.providers._http import path_segment
+from voxrouter.providers.base import ErrorKind, ProviderError, SynthesisRequest, Voice
+from voxrouter.providers.remote import RemoteProvider, merge_options
 
 DEFAULT_MP3_FORMAT = "mp3_44100_128"
 PCM_FORMAT = "pcm_24000"  # matches base.PCM_SAMPLE_RATE: raw 16-bit LE mono

@@ -18,15 +18,22 @@ from typing import Any, AsyncIterator
 import httpx
 from pydantic import BaseModel, ConfigDict
 
-from local_engines import text as text_mod
-from local_engines.base import EngineError, EngineNotInstalled, EngineTimeout, InvalidOption, NothingToSpeak, UnknownVoice
-from local_engines.pool import EngineBusy
-from local_engines.registry import build_engine
-from local_engines.runner import EngineRunner, RunnerSettings
-from providers._http import build_client, error_from_response, stream_audio
-from providers.base import Capabilities, ErrorKind, Health, ProviderError, SynthesisRequest, Voice
-from router import metrics
-from router.config import ProviderSpec
+from voxrouter.local_engines import text as text_mod
+from voxrouter.local_engines.base import (
+    EngineError,
+    EngineNotInstalled,
+    EngineTimeout,
+    InvalidOption,
+    NothingToSpeak,
+    UnknownVoice,
+)
+from voxrouter.local_engines.pool import EngineBusy
+from voxrouter.local_engines.registry import build_engine
+from voxrouter.local_engines.runner import EngineRunner, RunnerSettings
+from voxrouter.providers._http import build_client, error_from_response, stream_audio
+from voxrouter.providers.base import Capabilities, ErrorKind, Health, ProviderError, SynthesisRequest, Voice
+from voxrouter.router.config import ProviderSpec
+from voxrouter.router.ops import metrics
 
 logger = logging.getLogger("voxrouter.engines")
 
@@ -38,7 +45,7 @@ class EngineSpec(BaseModel):
     (model_path, voices_path, voices_dir, weights_dir, threads, device, first_chunk_chars,
     max_chunk_chars, max_phonemes, ...). A key ending in `_env` names an environment
     variable that overrides the key without the suffix. The `*budget*` keys bound the
-    compute time of one request and of one piece of it (see `local_engines.runner`)."""
+    compute time of one request and of one piece of it (see `voxrouter.local_engines.runner`)."""
 
     model_config = ConfigDict(extra="allow")
     engine: str  # kind: kokoro | piper | chatterbox | moss-tts-nano

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any, AsyncIterator
 
-from providers.base import SynthesisRequest, Voice
-from providers.remote import RemoteProvider, merge_options
+from voxrouter.providers.base import SynthesisRequest, Voice
+from voxrouter.providers.remote import RemoteProvider, merge_options
 
 
 def _parse_error(body: bytes) -> str:

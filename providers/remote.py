@@ -8,9 +8,9 @@ from typing import Any, AsyncIterator
 
 import httpx
 
-from providers._http import build_client, error_from_response, probe_get, stream_audio
-from providers.base import Capabilities, ErrorKind, Health, ProviderError
-from router.config import ProviderSpec
+from voxrouter.providers._http import build_client, error_from_response, probe_get, stream_audio
+from voxrouter.providers.base import Capabilities, ErrorKind, Health, ProviderError
+from voxrouter.router.config import ProviderSpec
 
 
 def merge_options(body: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from providers.base import AUDIO_FORMATS
+from voxrouter.providers.base import AUDIO_FORMATS
 
 
 class _Strict(BaseModel):
@@ -296,7 +296,7 @@ def audio_cost_micros(audio_ms: int, price_micros_per_audio_minute: int) -> int:
 
 
 def default_config_path() -> Path:
-    return Path(str(resources.files("config").joinpath("default.yaml")))
+    return Path(str(resources.files("voxrouter.config").joinpath("default.yaml")))
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:

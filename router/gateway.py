@@ -10,23 +10,23 @@ from typing import AsyncIterator, Awaitable, Callable, Mapping
 
 import httpx
 
-from providers import build_provider
-from providers.base import Provider
-from router import metrics
-from router.auth import Authenticator
-from router.catalog import Catalog
-from router.config import Config
-from router.dispatch import Dispatcher
-from router.health import HealthBoard
-from router.passwords import PasswordHasher
-from router.revocation import READY_WAIT_S, RevocationBus
-from router.settings import Settings
-from router.state import LimitState, open_limit_state
-from router.store import open_store
-from router.store.base import Store
-from router.stripe_gateway import StripeGateway
-from router.throttle import FailureThrottle, LoginThrottle
-from router.wallet import Wallet
+from voxrouter.providers import build_provider
+from voxrouter.providers.base import Provider
+from voxrouter.router.accounts.auth import Authenticator
+from voxrouter.router.accounts.passwords import PasswordHasher
+from voxrouter.router.accounts.revocation import READY_WAIT_S, RevocationBus
+from voxrouter.router.accounts.throttle import FailureThrottle, LoginThrottle
+from voxrouter.router.billing.stripe_client import StripeGateway
+from voxrouter.router.billing.wallet import Wallet
+from voxrouter.router.catalog.routes import Catalog
+from voxrouter.router.config import Config
+from voxrouter.router.limits.state import LimitState, open_limit_state
+from voxrouter.router.ops import metrics
+from voxrouter.router.resilience.dispatch import Dispatcher
+from voxrouter.router.resilience.health import HealthBoard
+from voxrouter.router.settings import Settings
+from voxrouter.router.store import open_store
+from voxrouter.router.store.base import Store
 
 logger = logging.getLogger("voxrouter")
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from providers.base import AUDIO_FORMATS
+from voxrouter.providers.base import AUDIO_FORMATS
 
 AudioFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
 assert set(AudioFormat.__args__) == set(AUDIO_FORMATS)  # type: ignore[attr-defined]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from router.config import Config, load_config
+from voxrouter.router.config import Config, load_config
 
 DEFAULT_DATABASE_URL = "sqlite:///./voxrouter.db"
 

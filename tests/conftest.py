@@ -13,14 +13,14 @@ import pytest
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-from router.app import create_app  # noqa: E402
-from router.cli import _create_key  # noqa: E402
-from router.config import Config, load_config  # noqa: E402
-from router.settings import Settings  # noqa: E402
 from tests.databases import ENGINES, fresh_database, postgres_unavailable  # noqa: E402
 from tests.emulators import cartesia_emu, elevenlabs_emu, openai_emu  # noqa: E402
 from tests.emulators.behaviour import EmulatorState  # noqa: E402
 from tests.emulators.server import LoopbackServer  # noqa: E402
+from voxrouter.cli import _create_key  # noqa: E402
+from voxrouter.router.config import Config, load_config  # noqa: E402
+from voxrouter.router.http.app import create_app  # noqa: E402
+from voxrouter.router.settings import Settings  # noqa: E402
 
 EMULATORS = {"openai": openai_emu, "elevenlabs": elevenlabs_emu, "cartesia": cartesia_emu}
 # The emulators mount their routes where the real vendors do, so base URLs differ in the same way.
@@ -104,7 +104,7 @@ class Gateway:
 
     @property
     def internals(self) -> Any:
-        """The running `router.gateway.Gateway` (its limiter, health board, wallet)."""
+        """The running `voxrouter.router.gateway.Gateway` (its limiter, health board, wallet)."""
         return self.server.app.state.gateway
 
     def new_key(self, credit_usd: float = 5.0, org: str | None = None, **limits: Any) -> str:

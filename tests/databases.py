@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import asyncpg
 
-from router.store.postgres import _numbered
+from voxrouter.router.store.postgres import _numbered
 
 POSTGRES_URL = os.environ.get("VOXROUTER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("VOXROUTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import yaml
 
-from router.config import Config
+from voxrouter.router.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,7 +46,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 class GatewayProcess:
-    """`python -m router.cli serve` on its own port; use as a context manager so it is always reaped."""
+    """`python -m voxrouter.cli serve` on its own port; use as a context manager so it is always reaped."""
 
     def __init__(
         self,
@@ -73,7 +73,7 @@ class GatewayProcess:
         env = clean_env(VOXROUTER_CONFIG=str(self.config_path), VOXROUTER_DATABASE_URL=self.database_url, **self.env)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "router.cli", "serve", "--port", str(self.port), "--log-level", "warning", "--workers", str(self.workers)],
+                [sys.executable, "-m", "voxrouter.cli", "serve", "--port", str(self.port), "--log-level", "warning", "--workers", str(self.workers)],
                 env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )
         self.wait_ready(timeout_s)
@@ -98,7 +98,7 @@ class GatewayProcess:
         """A fresh organization's API key in this gateway's database (`voxrouter admin create-key`)."""
         env = clean_env(VOXROUTER_CONFIG=str(self.config_path), VOXROUTER_DATABASE_URL=self.database_url, **self.env)
         done = subprocess.run(
-            [sys.executable, "-m", "router.cli", "admin", "create-key", "--org", f"org-{self.port}", "--name", "test", "--credit-usd", credit_usd],
+            [sys.executable, "-m", "voxrouter.cli", "admin", "create-key", "--org", f"org-{self.port}", "--name", "test", "--credit-usd", credit_usd],
             env=env, cwd=ROOT, capture_output=True, text=True, check=True,
         )
         return done.stdout.strip()

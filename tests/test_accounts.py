@@ -10,13 +10,13 @@ import uuid
 import httpx
 import pytest
 
-from router.auth import hash_secret
-from router.config import estimate_cost_micros
-from router.passwords import hash_password_sync, verify_password_sync
-from router.store import open_store
-from router.store.migrations import migrations, statements
 from tests.conftest import emulated_config, running_gateway
 from tests.databases import query
+from voxrouter.router.accounts.auth import hash_secret
+from voxrouter.router.accounts.passwords import hash_password_sync, verify_password_sync
+from voxrouter.router.config import estimate_cost_micros
+from voxrouter.router.store import open_store
+from voxrouter.router.store.migrations import migrations, statements
 
 PASSWORD = "correct horse battery"
 

@@ -22,16 +22,16 @@ import pytest
 import redis.asyncio
 from starlette.applications import Starlette
 
-import router.passwords
-from router.app import create_app
-from router.auth import hash_secret
-from router.config import Config, LimitValues
-from router.gateway import running_gateway
-from router.passwords import hash_password_sync
-from router.settings import Settings
-from router.store import open_store
+import voxrouter.router.accounts.passwords
 from tests.conftest import emulated_config
 from tests.databases import REDIS_URL, delete_redis_prefix, query, redis_unavailable
+from voxrouter.router.accounts.auth import hash_secret
+from voxrouter.router.accounts.passwords import hash_password_sync
+from voxrouter.router.config import Config, LimitValues
+from voxrouter.router.gateway import running_gateway
+from voxrouter.router.http.app import create_app
+from voxrouter.router.settings import Settings
+from voxrouter.router.store import open_store
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -157,7 +157,7 @@ async def test_sign_ups_are_throttled_per_client_address(emulators, tmp_path: Pa
 
 async def test_concurrent_password_hashing_is_bounded(emulators, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     running, peak, lock = 0, 0, threading.Lock()
-    derive = router.passwords._derive
+    derive = voxrouter.router.accounts.passwords._derive
 
     def counted(*args: Any, **kwargs: Any) -> bytes:
         nonlocal running, peak
@@ -171,7 +171,7 @@ async def test_concurrent_password_hashing_is_bounded(emulators, tmp_path: Path,
             with lock:
                 running -= 1
 
-    monkeypatch.setattr(router.passwords, "_derive", counted)
+    monkeypatch.setattr(voxrouter.router.accounts.passwords, "_derive", counted)
     config = _config(emulators, password_hash_concurrency=2, registrations_per_client=1_000)
     async with _replica(Settings(database_url=f"sqlite:///{tmp_path / 'gw.db'}", config=config)) as app, _client(app) as client:
         emails = [_email() for _ in range(20)]

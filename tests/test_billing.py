@@ -16,15 +16,15 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from router.app import create_app
-from router.settings import Settings
-from router.store import open_store
 from tests.conftest import Emulator, Gateway, emulated_config, running_gateway
 from tests.databases import fresh_database, query
 from tests.emulators import stripe_emu
 from tests.emulators.server import LoopbackServer
 from tests.emulators.stripe_emu import StripeState, sign
 from tests.test_openapi import _check
+from voxrouter.router.http.app import create_app
+from voxrouter.router.settings import Settings
+from voxrouter.router.store import open_store
 
 PASSWORD = "correct horse battery"
 WEBHOOK_SECRET = f"whsec_test_{uuid.uuid4().hex}"
@@ -583,8 +583,8 @@ def test_a_session_logged_out_elsewhere_cannot_spend(billing: Gateway, stripe: S
     but money routes check the database, so neither a top-up nor a checkout goes to Stripe."""
     import asyncio
 
-    from router.auth import hash_secret
-    from router.store import open_store
+    from voxrouter.router.accounts.auth import hash_secret
+    from voxrouter.router.store import open_store
 
     account = _account(billing)
     method = _save_card(billing, stripe, account)  # the session is now in this replica's cache

@@ -208,7 +208,7 @@ def test_schema_closes_the_important_levels(validator: jsonschema.Draft7Validato
 
 def test_values_config_is_a_valid_gateway_config(values: dict[str, Any]) -> None:
     """`.Values.config` replaces config/default.yaml as a whole: the gateway must accept it."""
-    from router.config import Config
+    from voxrouter.router.config import Config
 
     config = Config.model_validate(values["config"])
     assert "local" in config.providers
@@ -632,7 +632,7 @@ def test_rendered_engine(rendered: dict[str, list[dict[str, Any]]]) -> None:
     assert env_of(gateway)["VOXROUTER_ENGINE_TOKEN"]["valueFrom"]["secretKeyRef"] == token
     assert by_kind(docs, "Service")[f"{RELEASE}-voxrouter-engine"]["spec"]["ports"][0]["port"] == 9000
 
-    from router.config import Config
+    from voxrouter.router.config import Config
 
     config = yaml.safe_load(by_kind(docs, "ConfigMap")[f"{RELEASE}-voxrouter-config"]["data"]["config.yaml"])
     engines = config["providers"]["local"]["options"]["engines"]

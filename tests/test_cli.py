@@ -9,15 +9,15 @@ import sys
 
 import httpx
 
-from router.auth import hash_secret
 from tests.conftest import emulated_config, running_gateway
 from tests.databases import query
+from voxrouter.router.accounts.auth import hash_secret
 
 
 def _voxrouter(*args: str, db: str, stdin: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "VOXROUTER_DATABASE_URL": db, **env}
     return subprocess.run(
-        [sys.executable, "-m", "router.cli", *args], env=env, capture_output=True, text=True, timeout=60, input=stdin
+        [sys.executable, "-m", "voxrouter.cli", *args], env=env, capture_output=True, text=True, timeout=60, input=stdin
     )
 
 

@@ -12,10 +12,10 @@ import httpx
 import pytest
 import respx
 
-from router.app import ROUTES
-from router.client import USER_AGENT, AsyncClient, Client, VoxRouterError
 from tests.audio_checks import decoded_duration_s
 from tests.processes import free_port
+from voxrouter.client import USER_AGENT, AsyncClient, Client, VoxRouterError
+from voxrouter.router.http.app import ROUTES
 
 BASE = "http://vox.test"
 TOKEN = "vr_session_test"

@@ -25,11 +25,12 @@ import pytest
 import respx
 from click.testing import CliRunner
 
-from router import cli_config, commands
-from router.cli import main
 from tests.audio_checks import decoded_duration_s
 from tests.conftest import emulated_config, running_gateway
 from tests.processes import ROOT, clean_env, free_port
+from voxrouter import saved_login as cli_config
+from voxrouter import user_commands as commands
+from voxrouter.cli import main
 
 PASSWORD = "correct horse battery"
 SPEECH = ("--voice", "alloy", "--model", "openai/tts-1")
@@ -47,14 +48,14 @@ class Run:
 
 
 class Voxrouter:
-    """`python -m router.cli ...` with a clean environment: this gateway, this key, a config
+    """`python -m voxrouter.cli ...` with a clean environment: this gateway, this key, a config
     directory of the test's own."""
 
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
 
     def argv(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "router.cli", *args]
+        return [sys.executable, "-m", "voxrouter.cli", *args]
 
     def environ(self, **env: str | None) -> dict[str, str]:
         merged = {**self.env, **env}

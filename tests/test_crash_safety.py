@@ -10,12 +10,12 @@ import uuid
 
 import httpx
 
-from router.cli import _create_key
-from router.config import estimate_cost_micros
-from router.settings import Settings
 from tests.conftest import emulated_config
 from tests.databases import fresh_database, query
 from tests.processes import GatewayProcess, write_config
+from voxrouter.cli import _create_key
+from voxrouter.router.config import estimate_cost_micros
+from voxrouter.router.settings import Settings
 
 LEASE_S = 2.0
 SWEEP_S = 0.5

@@ -14,12 +14,12 @@ from typing import Any, Awaitable, Callable
 import httpx
 import pytest
 
-from router.accounts import USER_CODE_ALPHABET
-from router.auth import hash_secret
-from router.passwords import hash_password_sync
-from router.store import open_store
-from router.store.base import Store
 from tests.databases import query
+from voxrouter.router.accounts.auth import hash_secret
+from voxrouter.router.accounts.passwords import hash_password_sync
+from voxrouter.router.accounts.routes import USER_CODE_ALPHABET
+from voxrouter.router.store import open_store
+from voxrouter.router.store.base import Store
 
 PASSWORD = "correct horse battery"
 CHROMIUM = "/usr/bin/chromium"

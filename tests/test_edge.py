@@ -21,16 +21,16 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
-from router import edge as edge_module
-from router.app import create_app
-from router.cli import _create_key
-from router.config import load_config
-from router.edge import EdgeLimits, EdgeProtocol, client_key
-from router.settings import Settings
 from tests.conftest import emulated_config
 from tests.emulators.audio import encoded
 from tests.emulators.behaviour import Behaviour
 from tests.processes import GatewayProcess, write_config
+from voxrouter.cli import _create_key
+from voxrouter.router.config import load_config
+from voxrouter.router.http import edge as edge_module
+from voxrouter.router.http.app import create_app
+from voxrouter.router.http.edge import EdgeLimits, EdgeProtocol, client_key
+from voxrouter.router.settings import Settings
 
 SLACK_S = 1.5  # scheduling slack on a loaded CI machine
 

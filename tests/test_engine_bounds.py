@@ -13,12 +13,12 @@ import time
 import numpy as np
 import pytest
 
-from local_engines.base import EngineTimeout, EngineVoice, NothingToSpeak, Utterance
-from local_engines.runner import EngineRunner, RunnerSettings
-from local_engines.text import budget_chars
-from providers.base import ErrorKind, ProviderError, SynthesisRequest
-from providers.local import LocalProvider
-from router.config import ModelSpec, ProviderSpec
+from voxrouter.local_engines.base import EngineTimeout, EngineVoice, NothingToSpeak, Utterance
+from voxrouter.local_engines.runner import EngineRunner, RunnerSettings
+from voxrouter.local_engines.text import budget_chars
+from voxrouter.providers.base import ErrorKind, ProviderError, SynthesisRequest
+from voxrouter.providers.local import LocalProvider
+from voxrouter.router.config import ModelSpec, ProviderSpec
 
 VOICE = EngineVoice(id="v", name="V", language="en-US")
 
@@ -215,7 +215,7 @@ CJK = "".join(chr(0x4E00 + (i * 7919) % 20000) for i in range(3000))
 _MEASURE = textwrap.dedent(
     """
     import asyncio, json, sys, time
-    from local_engines.runner import EngineRunner, RunnerSettings
+    from voxrouter.local_engines.runner import EngineRunner, RunnerSettings
 
     def hwm():
         for line in open("/proc/self/status"):
@@ -224,10 +224,10 @@ _MEASURE = textwrap.dedent(
 
     kind, n, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
     if kind == "piper":
-        from local_engines.piper import PiperEngine as Engine
+        from voxrouter.local_engines.piper import PiperEngine as Engine
         voice = "en_US-joe-medium"
     else:
-        from local_engines.kokoro import KokoroEngine as Engine
+        from voxrouter.local_engines.kokoro import KokoroEngine as Engine
         voice = "jf_alpha"
     engine = Engine(threads=2)
     runs, renders = [], []

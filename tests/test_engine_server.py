@@ -23,14 +23,14 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from local_engines.base import EngineVoice, Utterance
-from local_engines.registry import build_engine
-from local_engines.runner import EngineRunner, RunnerSettings
-from local_engines.server import create_engine_app
-from router.cli import main as cli_main
 from tests.audio_checks import decoded_duration_s, pcm_rms
 from tests.conftest import emulated_config, running_gateway
 from tests.emulators.server import LoopbackServer
+from voxrouter.cli import main as cli_main
+from voxrouter.local_engines.base import EngineVoice, Utterance
+from voxrouter.local_engines.registry import build_engine
+from voxrouter.local_engines.runner import EngineRunner, RunnerSettings
+from voxrouter.router.engine_node import create_engine_app
 
 ROOT = Path(__file__).resolve().parent.parent
 PIPER_VOICE = "en_US-joe-medium"
@@ -410,7 +410,7 @@ def test_cli_engine_serve_runs_a_working_engine_server(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("VOXROUTER_")}
     env |= {"PYTHONPATH": str(ROOT), "VOXROUTER_ENGINE_TOKEN": "node-token"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "router.cli", "engine", "serve", "--engine", "piper", "--port", str(port), "--log-level", "warning"],
+        [sys.executable, "-m", "voxrouter.cli", "engine", "serve", "--engine", "piper", "--port", str(port), "--log-level", "warning"],
         env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     output: list[str] = []

@@ -21,10 +21,10 @@ from typing import AsyncIterator, Callable
 import pytest
 import redis
 
-from router.state import Admission, KeyLimits, LimitState, Slot, open_limit_state
-from router.state.memory import MemoryLimitState
-from router.state.redis import RedisLimitState
 from tests.databases import REDIS_URL, redis_unavailable
+from voxrouter.router.limits.state import Admission, KeyLimits, LimitState, Slot, open_limit_state
+from voxrouter.router.limits.state.memory import MemoryLimitState
+from voxrouter.router.limits.state.redis import RedisLimitState
 
 pytestmark = pytest.mark.anyio
 
@@ -254,8 +254,8 @@ async def test_redis_slot_leases_expire_unless_renewed(redis_backend):
 _WORKER = r"""
 import asyncio, json, sys
 
-from router.state import KeyLimits
-from router.state.redis import RedisLimitState
+from voxrouter.router.limits.state import KeyLimits
+from voxrouter.router.limits.state.redis import RedisLimitState
 from tests.databases import REDIS_URL, redis_unavailable
 
 

@@ -14,12 +14,12 @@ from typing import Any
 import httpx
 import pytest
 
-from router.cli import _create_key
-from router.config import LimitValues
-from router.settings import Settings
 from tests.conftest import Emulator, Gateway, emulated_config, running_gateway
 from tests.databases import REDIS_URL, delete_redis_prefix, query, redis_unavailable
 from tests.processes import GatewayProcess, write_config
+from voxrouter.cli import _create_key
+from voxrouter.router.config import LimitValues
+from voxrouter.router.settings import Settings
 
 TEXT = "Fifteen chars.."  # 15 characters
 

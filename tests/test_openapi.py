@@ -11,7 +11,7 @@ import yaml
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from router.openapi import render
+from voxrouter.router.http.openapi import render
 
 SPEC_PATH = Path(__file__).resolve().parent.parent / "openapi.yaml"
 SPEC = yaml.safe_load(SPEC_PATH.read_text())
@@ -34,7 +34,7 @@ def _check(response: httpx.Response, path: str, method: str = "get") -> None:
 
 
 def test_committed_spec_is_generated_from_code():
-    assert SPEC_PATH.read_text() == render(), "run: python -m router.openapi > openapi.yaml"
+    assert SPEC_PATH.read_text() == render(), "run: python -m voxrouter.router.http.openapi > openapi.yaml"
 
 
 def test_live_responses_match_spec(gateway, api_key):

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from local_engines.pool import EngineBusy, StreamGate, WorkerPool
+from voxrouter.local_engines.pool import EngineBusy, StreamGate, WorkerPool
 
 
 def test_jobs_run_earliest_deadline_first_and_cancelled_ones_never_run():

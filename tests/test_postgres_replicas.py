@@ -10,12 +10,12 @@ import uuid
 import httpx
 import pytest
 
-from router.cli import _create_key
-from router.config import estimate_cost_micros
-from router.settings import Settings
 from tests.conftest import emulated_config
 from tests.databases import fresh_database, postgres_unavailable, query
 from tests.processes import GatewayProcess, write_config
+from voxrouter.cli import _create_key
+from voxrouter.router.config import estimate_cost_micros
+from voxrouter.router.settings import Settings
 
 pytestmark = pytest.mark.skipif(bool(postgres_unavailable()), reason=postgres_unavailable() or "")
 

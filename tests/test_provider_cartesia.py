@@ -8,13 +8,13 @@ import httpx
 import pytest
 import respx
 
-from providers.base import ErrorKind, ProviderError, SynthesisRequest
-from providers.cartesia import MAX_VOICE_PAGES, CartesiaProvider
-from router.config import ProviderSpec, load_config
 from tests.emulators.audio import encoded
 from tests.emulators.behaviour import Behaviour, EmulatorState
 from tests.emulators.cartesia_emu import VOICES, create_app
 from tests.emulators.server import LoopbackServer
+from voxrouter.providers.base import ErrorKind, ProviderError, SynthesisRequest
+from voxrouter.providers.cartesia import MAX_VOICE_PAGES, CartesiaProvider
+from voxrouter.router.config import ProviderSpec, load_config
 
 KEY = "test-key"
 VOICE = "a0e99841-438c-4a64-b679-ae501e7d6091"

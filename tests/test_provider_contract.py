@@ -10,12 +10,12 @@ from typing import Any, AsyncIterator, Iterator
 import anyio
 import pytest
 
-from providers import build_provider
-from providers.base import ErrorKind, Provider, ProviderError, SynthesisRequest
-from router.config import ProviderSpec, load_config
 from tests.emulators import cartesia_emu, elevenlabs_emu, openai_emu
 from tests.emulators.behaviour import Behaviour, EmulatorState
 from tests.emulators.server import LoopbackServer
+from voxrouter.providers import build_provider
+from voxrouter.providers.base import ErrorKind, Provider, ProviderError, SynthesisRequest
+from voxrouter.router.config import ProviderSpec, load_config
 
 KEY = "contract-test-key"
 

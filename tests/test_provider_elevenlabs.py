@@ -8,13 +8,13 @@ import httpx
 import pytest
 import respx
 
-from providers.base import ErrorKind, ProviderError, SynthesisRequest
-from providers.elevenlabs import ElevenLabsProvider
-from router.config import ProviderSpec, load_config
 from tests.emulators.audio import encoded
 from tests.emulators.behaviour import Behaviour, EmulatorState
 from tests.emulators.elevenlabs_emu import create_app
 from tests.emulators.server import LoopbackServer
+from voxrouter.providers.base import ErrorKind, ProviderError, SynthesisRequest
+from voxrouter.providers.elevenlabs import ElevenLabsProvider
+from voxrouter.router.config import ProviderSpec, load_config
 
 KEY = "test-key"
 RACHEL = "21m00Tcm4TlvDq8ikWAM"

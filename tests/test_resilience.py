@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from router.config import AliasSpec, BreakerSpec, Config, RetrySpec
 from tests.conftest import FIRST_BYTE_TIMEOUT_S, Emulator, Gateway, emulated_config, running_gateway
 from tests.databases import query
+from voxrouter.router.config import AliasSpec, BreakerSpec, Config, RetrySpec
 
 CREDIT_MICROS = 5_000_000
 TEXT = "Hello there, this is a resilience test."
@@ -402,10 +402,10 @@ def test_no_slot_or_reservation_leaks_on_any_fault(tmp_path: Path, emulators: di
 
 def test_local_engines_break_one_by_one(emulators: dict[str, Emulator]) -> None:
     """A failing engine opens its own circuit; the other engines of the same provider stay up."""
-    from providers import build_provider
-    from providers.base import ErrorKind, ProviderError
-    from router.catalog import Catalog
-    from router.health import HealthBoard
+    from voxrouter.providers import build_provider
+    from voxrouter.providers.base import ErrorKind, ProviderError
+    from voxrouter.router.catalog.routes import Catalog
+    from voxrouter.router.resilience.health import HealthBoard
 
     config = resilient_config(emulators, fail_max=2, reset_timeout_s=30)
     local = build_provider("local", config.providers["local"])

@@ -14,11 +14,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from router.cli import _create_key
-from router.settings import Settings
 from tests.conftest import Emulator, emulated_config
 from tests.databases import REDIS_URL, delete_redis_prefix, fresh_database, postgres_unavailable, query, redis_unavailable
 from tests.processes import GatewayProcess, write_config
+from voxrouter.cli import _create_key
+from voxrouter.router.settings import Settings
 
 REQUESTS = 3_000
 CONCURRENCY = 90

@@ -34,9 +34,9 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from router.passwords import hash_password_sync
-from router.store import open_store
 from tests.test_openapi import _validate
+from voxrouter.router.accounts.passwords import hash_password_sync
+from voxrouter.router.store import open_store
 
 SPEC_PATH = Path(__file__).resolve().parent.parent / "openapi.yaml"
 SPEC = yaml.safe_load(SPEC_PATH.read_text())

@@ -32,7 +32,7 @@ def _free_port() -> int:
 def _serve(env: dict[str, str], cwd: Path) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "router.cli", "serve", "--port", str(port), "--log-level", "warning"],
+        [sys.executable, "-m", "voxrouter.cli", "serve", "--port", str(port), "--log-level", "warning"],
         env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     url = f"http://127.0.0.1:{port}"
@@ -61,7 +61,7 @@ def test_serve_with_env_keys_and_the_openai_sdk(tmp_path, clean_env):
     with LoopbackServer(openai_emu.create_app(state)) as emulator:
         env = {**clean_env, "OPENAI_API_KEY": state.api_key, "OPENAI_BASE_URL": emulator.url + "/v1"}
         key = subprocess.run(
-            [sys.executable, "-m", "router.cli", "admin", "create-key", "--org", "acme", "--name", "dev", "--credit-usd", "5"],
+            [sys.executable, "-m", "voxrouter.cli", "admin", "create-key", "--org", "acme", "--name", "dev", "--credit-usd", "5"],
             env=env, cwd=tmp_path, capture_output=True, text=True, check=True,
         ).stdout.strip()
         assert (tmp_path / "voxrouter.db").exists()  # the default sqlite:///./voxrouter.db
@@ -83,7 +83,7 @@ def test_serve_with_env_keys_and_the_openai_sdk(tmp_path, clean_env):
 def test_serve_without_any_provider_key(tmp_path, clean_env):
     clean_env["VOXROUTER_DATABASE_URL"] = f"sqlite:///{tmp_path / 'fresh.db'}"
     key = subprocess.run(
-        [sys.executable, "-m", "router.cli", "admin", "create-key", "--org", "o", "--name", "n"],
+        [sys.executable, "-m", "voxrouter.cli", "admin", "create-key", "--org", "o", "--name", "n"],
         env=clean_env, cwd=tmp_path, capture_output=True, text=True, check=True,
     ).stdout.strip()
     proc, url = _serve(clean_env, tmp_path)

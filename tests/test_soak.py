@@ -18,9 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from router.config import AliasSpec, BreakerSpec, RetrySpec
 from tests.conftest import Emulator, emulated_config, running_gateway
 from tests.databases import query
+from voxrouter.router.config import AliasSpec, BreakerSpec, RetrySpec
 
 REQUESTS = 5_000
 CONCURRENCY = 100

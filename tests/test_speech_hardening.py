@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 import pytest
 
-from router.auth import hash_secret
-from router.config import BreakerSpec, Config, ModelSpec, RetrySpec, audio_cost_micros, estimate_cost_micros
 from tests.conftest import Emulator, Gateway, emulated_config, running_gateway
 from tests.databases import query
+from voxrouter.router.accounts.auth import hash_secret
+from voxrouter.router.config import BreakerSpec, Config, ModelSpec, RetrySpec, audio_cost_micros, estimate_cost_micros
 
 CREDIT_MICROS = 5_000_000
 
@@ -145,8 +145,8 @@ def test_a_voice_id_cannot_climb_the_upstream_path(gateway: Gateway, api_key: st
 
 
 def test_path_segment_encodes_one_segment_and_refuses_dots() -> None:
-    from providers._http import path_segment
-    from providers.base import ProviderError
+    from voxrouter.providers._http import path_segment
+    from voxrouter.providers.base import ProviderError
 
     assert path_segment("a/../b?c#d", provider="p", field="voice") == "a%2F..%2Fb%3Fc%23d"
     assert path_segment("21m00Tcm4TlvDq8ikWAM", provider="p", field="voice") == "21m00Tcm4TlvDq8ikWAM"

@@ -15,11 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
-from router.auth import SESSION_PREFIX, new_secret
-from router.passwords import hash_password_sync
-from router.store import open_store
-from router.store.base import iso, utcnow
 from tests.databases import query
+from voxrouter.router.accounts.auth import SESSION_PREFIX, new_secret
+from voxrouter.router.accounts.passwords import hash_password_sync
+from voxrouter.router.store import open_store
+from voxrouter.router.store.base import iso, utcnow
 
 PASSWORD = "tenancy password 1"
 CREDIT_A, CREDIT_B = 5_000_000, 3_000_000  # micro-dollars

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from num2words import num2words
 
-from local_engines.text import (
+from voxrouter.local_engines.text import (
     CLAUSE_PAUSE_S,
     HEAVY_WEIGHT,
     SENTENCE_PAUSE_S,

@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from local_engines import _torch
-from local_engines.base import EngineNotInstalled, InvalidOption, UnknownVoice, Utterance
-from local_engines.chatterbox import WEIGHT_FILES, ChatterboxEngine
-from local_engines.moss import MossTtsNanoEngine
+from voxrouter.local_engines import _torch
+from voxrouter.local_engines.base import EngineNotInstalled, InvalidOption, UnknownVoice, Utterance
+from voxrouter.local_engines.chatterbox import WEIGHT_FILES, ChatterboxEngine
+from voxrouter.local_engines.moss import MossTtsNanoEngine
 
 TORCH_INSTALLED = importlib.util.find_spec("torch") is not None
 ENGINES = [ChatterboxEngine, MossTtsNanoEngine]

@@ -11,12 +11,12 @@ import anyio
 import httpx
 import pytest
 
-from router.config import estimate_cost_micros
-from router.store import open_store
-from router.store.base import NewApiKeyRecord, UsageStart
-from router.wallet import InsufficientCredit, SpendLimitExceeded, Wallet, spend_limits
 from tests.audio_checks import decoded_duration_s
 from tests.databases import query
+from voxrouter.router.billing.wallet import InsufficientCredit, SpendLimitExceeded, Wallet, spend_limits
+from voxrouter.router.config import estimate_cost_micros
+from voxrouter.router.store import open_store
+from voxrouter.router.store.base import NewApiKeyRecord, UsageStart
 
 pytestmark = pytest.mark.anyio
 

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from router.store.base import Store
+from voxrouter.router.store.base import Store
 
 
 async def open_store(url: str) -> Store:
     """`sqlite:///path.db` (the embedded default) or `postgresql://user@host:5432/db`."""
     store: Store
     if url.startswith("sqlite:"):
-        from router.store.sqlite import SQLiteStore
+        from voxrouter.router.store.sqlite import SQLiteStore
 
         store = SQLiteStore(url)
     elif url.startswith(("postgresql:", "postgres:")):
-        from router.store.postgres import PostgresStore
+        from voxrouter.router.store.postgres import PostgresStore
 
         store = PostgresStore(url)
     else:

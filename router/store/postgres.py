@@ -14,9 +14,9 @@ from typing import Any, Awaitable, Callable, TypeVar
 
 import asyncpg
 
-from router.store.base import utcnow_iso
-from router.store.migrations import migrations, statements
-from router.store.sql import Row, SQLStore
+from voxrouter.router.store.base import utcnow_iso
+from voxrouter.router.store.migrations import migrations, statements
+from voxrouter.router.store.sql import Row, SQLStore
 
 T = TypeVar("T")
 _RETRIES = 5

@@ -17,7 +17,7 @@ import dataclasses
 import uuid
 from typing import Any, Awaitable, Callable, Protocol, TypeVar
 
-from router.store.base import (
+from voxrouter.router.store.base import (
     ApiKeyRecord,
     Conflict,
     DeviceCodeRecord,
@@ -40,7 +40,7 @@ from router.store.base import (
     WalletSnapshot,
     utcnow_iso,
 )
-from router.store.migrations import migrations
+from voxrouter.router.store.migrations import migrations
 
 T = TypeVar("T")
 Row = tuple[Any, ...]
