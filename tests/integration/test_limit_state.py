@@ -28,7 +28,7 @@ from voxrouter.router.limits.state.redis import RedisLimitState
 
 pytestmark = pytest.mark.anyio
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

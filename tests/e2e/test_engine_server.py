@@ -32,7 +32,7 @@ from voxrouter.local_engines.registry import build_engine
 from voxrouter.local_engines.runner import EngineRunner, RunnerSettings
 from voxrouter.router.engine_node import create_engine_app
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PIPER_VOICE = "en_US-joe-medium"
 HELLO = "Hello from the engine server."
 BYTES_PER_SECOND = 24_000 * 2

@@ -74,7 +74,7 @@ def test_register_login_whoami_logout(gateway):
 
 def test_wrong_passwords_are_throttled_per_email(gateway):
     # One client guessing one account: its (client, email) pair is throttled for the window
-    # (other clients are not: tests/test_accounts_hardening.py).
+    # (other clients are not: tests/integration/test_accounts_hardening.py).
     email = _email()
     _register(gateway, email)
     for _ in range(5):

@@ -34,11 +34,11 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from tests.test_openapi import _validate
+from tests.integration.test_openapi import _validate
 from voxrouter.router.accounts.passwords import hash_password_sync
 from voxrouter.router.store import open_store
 
-SPEC_PATH = Path(__file__).resolve().parent.parent / "openapi.yaml"
+SPEC_PATH = Path(__file__).resolve().parents[2] / "openapi.yaml"
 SPEC = yaml.safe_load(SPEC_PATH.read_text())
 
 
@@ -60,7 +60,7 @@ SCHEMAS = {"sqlite": SCHEMA, "postgres": SCHEMA}
 EXAMPLES = 40  # per operation and engine; each example is one generated request (plus auth probes)
 PASSWORD = "fuzzing password 1"
 # The billing operations need Stripe behind the gateway, which the shared one has not:
-# tests/test_billing.py fuzzes them with these checks on a gateway with a Stripe emulator (its
+# tests/integration/test_billing.py fuzzes them with these checks on a gateway with a Stripe emulator (its
 # webhook, authenticated by a signature no schema can generate, is tested there on its own).
 OPERATIONS = [
     pytest.param(path, method, id=operation["operationId"])

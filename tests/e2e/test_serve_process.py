@@ -20,7 +20,7 @@ from tests.emulators import openai_emu
 from tests.emulators.behaviour import EmulatorState
 from tests.emulators.server import LoopbackServer
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _free_port() -> int:

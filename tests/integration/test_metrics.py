@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import Emulator, Gateway, emulated_config
 from tests.processes import GatewayProcess, write_config
 
-DASHBOARD_METRICS = Path(__file__).resolve().parent.parent / "charts" / "voxrouter" / "dashboards" / "metrics.txt"
+DASHBOARD_METRICS = Path(__file__).resolve().parents[2] / "charts" / "voxrouter" / "dashboards" / "metrics.txt"
 
 
 def _samples(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -13,7 +13,7 @@ from referencing.jsonschema import DRAFT202012
 
 from voxrouter.router.http.openapi import render
 
-SPEC_PATH = Path(__file__).resolve().parent.parent / "openapi.yaml"
+SPEC_PATH = Path(__file__).resolve().parents[2] / "openapi.yaml"
 SPEC = yaml.safe_load(SPEC_PATH.read_text())
 _REGISTRY = Registry().with_resource("urn:voxrouter", Resource.from_contents(SPEC, default_specification=DRAFT202012))
 

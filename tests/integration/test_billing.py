@@ -21,7 +21,7 @@ from tests.databases import fresh_database, query
 from tests.emulators import stripe_emu
 from tests.emulators.server import LoopbackServer
 from tests.emulators.stripe_emu import StripeState, sign
-from tests.test_openapi import _check
+from tests.integration.test_openapi import _check
 from voxrouter.router.http.app import create_app
 from voxrouter.router.settings import Settings
 from voxrouter.router.store import open_store
@@ -555,7 +555,7 @@ def test_billing_operations_answer_as_documented(billing: Gateway, stripe: Strip
     from hypothesis import strategies as st
     from schemathesis import GenerationMode
 
-    from tests.test_schema_fuzz import CHECKS, SCHEMA, _strategy
+    from tests.integration.test_schema_fuzz import CHECKS, SCHEMA, _strategy
 
     account = _account(billing)
     card = _save_card(billing, stripe, account)

@@ -22,7 +22,7 @@ import jsonschema
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "voxrouter"
 TEMPLATES = CHART / "templates"
 DASHBOARD = CHART / "dashboards" / "voxrouter.json"
