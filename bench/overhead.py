@@ -138,7 +138,7 @@ async def _hot_path_us(redis_url: str | None, calls: int = 2000) -> dict[str, fl
     """Median microseconds per request for the limiter's admission + release and a breaker
     ticket, called in this process the way the request path calls them."""
     sys.path.insert(0, str(ROOT))
-    from voxrouter.router.config import BreakerSpec
+    from voxrouter.providers.spec import BreakerSpec
     from voxrouter.router.limits.state import KeyLimits, open_limit_state
     from voxrouter.router.resilience.breaker import Circuit
 

@@ -36,7 +36,7 @@ from typing import Any, ClassVar, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from voxrouter.local_engines.base import EngineNotInstalled, EngineVoice, InvalidOption, UnknownVoice, Utterance
+from voxrouter.local_engines.base import EngineBase, EngineNotInstalled, EngineVoice, InvalidOption, UnknownVoice, Utterance
 
 logger = logging.getLogger("voxrouter.engines")
 
@@ -356,7 +356,7 @@ def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
 # --- the engine skeleton ----------------------------------------------------------------------------
 
 
-class TorchEngine:
+class TorchEngine(EngineBase):
     """What Chatterbox and MOSS-TTS-Nano share; they implement voxrouter.local_engines.base.Engine through it.
 
     A subclass sets `id`, `sample_rate`, the chunk sizes, `_modules`, `_numbers`,

@@ -5,18 +5,24 @@ nothing of HTTP, queues or streaming. `voxrouter.local_engines.runner` splits th
 the pieces on the engine's worker threads and joins the audio.
 
 An engine may also cut a piece into runs that each fit one bounded inference (`plan`, then
-`render` per run, see `PhonemeRuns`); the runner then schedules each run as its own job, so
-no job holds a worker for long, whatever the piece turns into once phonemised.
+`render` per run); the runner schedules each run as its own job, so no job holds a worker
+for long, whatever the piece turns into once phonemised. `EngineBase` gives the optional
+parts their defaults (the whole piece is one run, read in its voice's language).
+
+This package is inference only: it imports nothing of the gateway or its providers.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
-from voxrouter.providers.base import Voice
+# What every engine's stream ends as, resampled by the runner: s16le mono at this rate.
+# It is the gateway's one raw format too (`voxrouter.providers.base` uses it from here).
+PCM_SAMPLE_RATE = 24_000
 
 
 class EngineError(Exception):
@@ -51,17 +57,6 @@ class EngineVoice:
     name: str
     language: str  # BCP 47, e.g. "en-US", "ja-JP"
     gender: str | None = None
-
-    def to_voice(self, engine_id: str) -> Voice:
-        labels = {"gender": self.gender} if self.gender else {}
-        return Voice(
-            id=self.id,
-            provider="local",
-            name=self.name,
-            language=self.language,
-            labels={**labels, "engine": engine_id},
-            model_compatibility=(engine_id,),
-        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,18 +96,33 @@ class Engine(Protocol):
 
     def close(self) -> None: ...
 
-
-class PhonemeRuns(Protocol):
-    """What an engine implements, besides `Engine`, when it can bound the work of one inference.
-
-    `synthesize(text, u)` must equal the concatenation of `render(run, u)` over `plan(text, u)`.
-    """
-
     def plan(self, text: str, utterance: Utterance) -> list[Any]:
-        """One piece of text as runs (phonemes), each at most the engine's `max_phonemes`: one
-        inference of bounded time and memory each. Blocking but cheap (phonemisation)."""
+        """One piece of text as runs, each one inference of bounded time and memory (Piper and
+        Kokoro: at most `max_phonemes` phonemes). Blocking but cheap (phonemisation).
+        `synthesize(text, u)` must equal the concatenation of `render(run, u)` over the runs."""
         ...
 
     def render(self, run: Any, utterance: Utterance) -> np.ndarray:
         """Audio for one run, as `synthesize` gives it. Blocking: one inference."""
         ...
+
+    def text_language(self, text: str, utterance: Utterance) -> str:
+        """The language the text is normalised in (numbers, abbreviations) before it is cut."""
+        ...
+
+
+class EngineBase:
+    """The optional part of `Engine`, for an engine that cannot bound one inference below a
+    whole piece and reads every text in its voice's language."""
+
+    def synthesize(self, text: str, utterance: Utterance) -> np.ndarray:
+        raise NotImplementedError
+
+    def plan(self, text: str, utterance: Utterance) -> list[Any]:
+        return [text]
+
+    def render(self, run: Any, utterance: Utterance) -> np.ndarray:
+        return self.synthesize(run, utterance)
+
+    def text_language(self, text: str, utterance: Utterance) -> str:
+        return utterance.voice.language

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from voxrouter.local_engines import _onnx
-from voxrouter.local_engines.base import EngineNotInstalled, EngineVoice, InvalidOption, UnknownVoice, Utterance
+from voxrouter.local_engines.base import EngineBase, EngineNotInstalled, EngineVoice, InvalidOption, UnknownVoice, Utterance
 
 logger = logging.getLogger("voxrouter.engines")
 
@@ -118,7 +118,7 @@ def _patch_duration_cap(model_path: Path) -> bytes | None:
     return model.SerializeToString()
 
 
-class KokoroEngine:
+class KokoroEngine(EngineBase):
     id = "kokoro"
     sample_rate = SAMPLE_RATE
     first_chunk_chars = 12

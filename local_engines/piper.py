@@ -24,13 +24,13 @@ from typing import Any
 import numpy as np
 
 from voxrouter.local_engines import _onnx
-from voxrouter.local_engines.base import EngineNotInstalled, EngineVoice, InvalidOption, UnknownVoice, Utterance
+from voxrouter.local_engines.base import EngineBase, EngineNotInstalled, EngineVoice, InvalidOption, UnknownVoice, Utterance
 
 _OPTIONS = {"noise_scale": (0.0, 2.0), "noise_w_scale": (0.0, 2.0), "length_scale": (0.25, 4.0), "speaker_id": (0, 10_000)}
 _GENDERS = {"joe": "male", "amy": "female", "lessac": "female", "ryan": "male", "kristin": "female", "john": "male"}
 
 
-class PiperEngine:
+class PiperEngine(EngineBase):
     id = "piper"
     sample_rate = 22_050
     first_chunk_chars = 12

@@ -3,7 +3,7 @@
 The text is split so the first piece is small; each piece is synthesised on the
 engine's worker pool while the previous one is being sent, so there is always exactly
 one job in flight per stream (flat memory for any length of text). An engine that can
-(`base.PhonemeRuns`: Piper, Kokoro) cuts each piece into runs of bounded phonemes, and
+(`Engine.plan`: Piper, Kokoro) cuts each piece into runs of bounded phonemes, and
 each run is a job of its own, streamed as soon as it is done: no job holds a worker for
 long, and between jobs the stream is checked for cancellation and for its budget. Each
 piece (or run) is faded in and out over a few milliseconds and followed by the pause its
@@ -32,9 +32,8 @@ import av
 import numpy as np
 
 from voxrouter.local_engines import text as text_mod
-from voxrouter.local_engines.base import Engine, EngineTimeout, EngineVoice, NothingToSpeak, Utterance
+from voxrouter.local_engines.base import PCM_SAMPLE_RATE, Engine, EngineTimeout, EngineVoice, NothingToSpeak, Utterance
 from voxrouter.local_engines.pool import StreamGate, WorkerPool
-from voxrouter.providers.base import PCM_SAMPLE_RATE
 
 logger = logging.getLogger("voxrouter.engines")
 T = TypeVar("T")
@@ -139,7 +138,7 @@ class EngineRunner:
     async def _pieces(self, text: str, utterance: Utterance, tenant: str = "") -> AsyncIterator[bytes]:
         engine = self.engine
         settings = self.settings
-        language = _text_language(engine, text, utterance)
+        language = engine.text_language(text, utterance)
         spoken = text_mod.normalize(text, language)
         if not text_mod.has_speech(spoken):
             raise NothingToSpeak("the text has nothing to speak: no letter or digit (only punctuation, symbols, emoji or the like)")
@@ -234,18 +233,15 @@ class EngineRunner:
             timing.elapsed = time.monotonic() - timing.started
 
     def _begin_piece(self, text: str, utterance: Utterance) -> tuple[np.ndarray, list[Any]]:
-        """One piece's first job: its runs planned and the first rendered (the whole piece, for an
-        engine that does not plan). Returns the audio and the runs still to render."""
-        plan = getattr(self.engine, "plan", None)
-        if plan is None:
-            return self._observed(self.engine.synthesize, text, utterance), []
-        runs = list(plan(text, utterance))
+        """One piece's first job: its runs planned and the first rendered (the whole piece is one
+        run for an engine that does not cut it). Returns the audio and the runs still to render."""
+        runs = list(self.engine.plan(text, utterance))
         if not runs:
             return np.zeros(0, dtype=np.float32), []
         return self._render(runs, utterance)
 
     def _render(self, runs: list[Any], utterance: Utterance) -> tuple[np.ndarray, list[Any]]:
-        return self._observed(self.engine.render, runs[0], utterance), runs[1:]  # type: ignore[attr-defined]
+        return self._observed(self.engine.render, runs[0], utterance), runs[1:]
 
     def _observed(self, fn: Callable[[Any, Utterance], np.ndarray], what: Any, utterance: Utterance) -> np.ndarray:
         """One inference on a worker thread, its real-time factor reported to `on_rtf`."""
@@ -258,11 +254,6 @@ class EngineRunner:
     def close(self) -> None:
         self.pool.close()
         self.engine.close()
-
-
-def _text_language(engine: Engine, text: str, utterance: Utterance) -> str:
-    pick = getattr(engine, "text_language", None)
-    return pick(text, utterance) if pick else utterance.voice.language
 
 
 def _join(samples: np.ndarray, sample_rate: int, pause_s: float) -> np.ndarray:

@@ -1,15 +1,14 @@
-"""Provider adapters: one module per upstream, all implementing `voxrouter.providers.base.Provider`."""
+"""Provider adapters: one module per upstream, all implementing `voxrouter.providers.base.Provider`,
+each built from its `voxrouter.providers.spec.ProviderSpec` and declaring its `ProviderFeatures`."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import httpx
 
 from voxrouter.providers.base import Provider
-
-if TYPE_CHECKING:
-    from voxrouter.router.config import ProviderSpec
+from voxrouter.providers.spec import ProviderSpec
 
 
 def _adapters() -> dict[str, Callable[..., Provider]]:
@@ -22,7 +21,7 @@ def _adapters() -> dict[str, Callable[..., Provider]]:
 
 
 def build_provider(
-    provider_id: str, spec: "ProviderSpec", *, transport: httpx.AsyncBaseTransport | None = None
+    provider_id: str, spec: ProviderSpec, *, transport: httpx.AsyncBaseTransport | None = None
 ) -> Provider:
     adapters = _adapters()
     if spec.adapter not in adapters:

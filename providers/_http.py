@@ -12,6 +12,9 @@ import httpx
 from voxrouter.providers.base import ErrorKind, Health, ProviderError
 
 ErrorParser = Callable[[bytes], str]
+# An upstream that names a condition in a structured field of its error body maps it to a
+# kind here, from (status, body); None leaves the kind to the status.
+ErrorClassifier = Callable[[int, bytes], ErrorKind | None]
 
 
 def build_client(
@@ -65,8 +68,10 @@ def _retry_after(response: httpx.Response) -> float | None:
     return None
 
 
-def error_from_response(provider: str, response: httpx.Response, body: bytes, parse: ErrorParser) -> ProviderError:
-    kind = kind_for_status(response.status_code)
+def error_from_response(
+    provider: str, response: httpx.Response, body: bytes, parse: ErrorParser, classify: ErrorClassifier | None = None
+) -> ProviderError:
+    kind = _classified(classify, response.status_code, body) or kind_for_status(response.status_code)
     try:
         detail = parse(body)
     except Exception:  # a vendor's error body we cannot read is still an error of that status
@@ -79,6 +84,15 @@ def error_from_response(provider: str, response: httpx.Response, body: bytes, pa
     return ProviderError(
         kind, message, provider=provider, status=response.status_code, retry_after=_retry_after(response)
     )
+
+
+def _classified(classify: ErrorClassifier | None, status: int, body: bytes) -> ErrorKind | None:
+    if classify is None:
+        return None
+    try:
+        return classify(status, body)
+    except Exception:  # an unreadable body says nothing more than its status
+        return None
 
 
 def _transport_error(provider: str, exc: Exception, *, started: bool) -> ProviderError:
@@ -99,6 +113,7 @@ async def stream_audio(
     *,
     parse_error: ErrorParser,
     first_byte_timeout_s: float,
+    classify_error: ErrorClassifier | None = None,
     headers: dict[str, str] | None = None,
     params: dict[str, Any] | None = None,
     json: Any = None,
@@ -116,7 +131,7 @@ async def stream_audio(
                 response = await client.send(request, stream=True)
                 if response.status_code >= 400:
                     body = await response.aread()
-                    raise error_from_response(provider, response, body, parse_error)
+                    raise error_from_response(provider, response, body, parse_error, classify_error)
                 chunks = response.aiter_raw()
                 first = await anext(chunks, b"")
         except TimeoutError:

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Any, AsyncIterator, Protocol
+from typing import Any, AsyncIterator, Callable, Literal, Protocol, get_args
 
-# Formats the gateway speaks to its clients (OpenAI's names).
-AUDIO_FORMATS: tuple[str, ...] = ("mp3", "opus", "aac", "flac", "wav", "pcm")
-# The one raw format every adapter can be asked for when the gateway must transcode.
-PCM_SAMPLE_RATE = 24_000
+# The one raw format (s16le mono) every adapter can be asked for when the gateway must
+# transcode; the local engines stream it, so its rate is defined with them.
+from voxrouter.local_engines.base import PCM_SAMPLE_RATE
+
+# Formats the gateway speaks to its clients (OpenAI's names). The one list: the API schema
+# and the config validation derive theirs from it.
+AudioFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
+AUDIO_FORMATS: tuple[str, ...] = get_args(AudioFormat)
 
 
 class ErrorKind(str, enum.Enum):
@@ -49,6 +53,34 @@ class ProviderError(Exception):
 
 
 @dataclasses.dataclass(frozen=True)
+class ProviderFeatures:
+    """What an adapter does besides speaking, declared by the adapter and read by the gateway
+    (which never probes an adapter for methods). Per-model facts are `Capabilities`."""
+
+    voice_listing: bool  # voices() asks the upstream (False: the catalog is the config's list)
+    health_probe: bool  # probe() is a free upstream call, worth running in the background
+    # Each model is an engine with its own state, circuit breaker and stream gate
+    # (engine_states(), engine_loads()), rather than the provider being one upstream.
+    per_model_engines: bool = False
+    preload: bool = False  # start() loads engines ahead of traffic; preload_states() reports them
+    cloning: bool = False  # some model speaks in a voice cloned from a reference clip
+    transcription: bool = False  # speech to text
+    word_timestamps: bool = False  # word timings alongside the audio
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineLoad:
+    """An engine's stream gate right now: streams it serves, streams waiting for a slot."""
+
+    active: int
+    waiting: int
+
+
+# Told after each inference of a local engine: (engine id, compute seconds / audio seconds).
+RtfObserver = Callable[[str, float], None]
+
+
+@dataclasses.dataclass(frozen=True)
 class Capabilities:
     response_formats: tuple[str, ...]  # formats the upstream produces natively
     max_input_chars: int
@@ -73,6 +105,8 @@ class SynthesisRequest:
     # Who the call is for (an organization id): shared capacity (a local engine's stream
     # slots) is split fairly between tenants. Never sent upstream.
     tenant: str = ""
+    # The gateway's request id (X-Request-Id), for upstreams that take a client's id ("": none).
+    request_id: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +131,7 @@ class Provider(Protocol):
     id: str
     name: str
     website: str
+    features: ProviderFeatures
 
     @property
     def configured(self) -> bool:
@@ -121,3 +156,42 @@ class Provider(Protocol):
     async def probe(self) -> Health: ...
 
     async def aclose(self) -> None: ...
+
+    async def start(self) -> None:
+        """Work to begin once the gateway runs (local engines preload their weights)."""
+        ...
+
+    def engine_states(self) -> list[tuple[str, str | None]]:
+        """(engine id, why it is unavailable or None) per engine, where `per_model_engines`."""
+        ...
+
+    def engine_loads(self) -> dict[str, EngineLoad]:
+        """Each in-process engine's stream gate, for the metrics."""
+        ...
+
+    def preload_states(self) -> list[tuple[str, str | None]]:
+        """(engine id, None when loaded, else why not yet) for the engines set to preload."""
+        ...
+
+    def on_engine_rtf(self, observer: RtfObserver) -> None:
+        """Have `observer` told each inference's real-time factor (for the metrics)."""
+        ...
+
+
+class ProviderDefaults:
+    """The optional part of `Provider`, as an upstream with no engines of its own answers it."""
+
+    async def start(self) -> None:
+        return None
+
+    def engine_states(self) -> list[tuple[str, str | None]]:
+        return []
+
+    def engine_loads(self) -> dict[str, EngineLoad]:
+        return {}
+
+    def preload_states(self) -> list[tuple[str, str | None]]:
+        return []
+
+    def on_engine_rtf(self, observer: RtfObserver) -> None:
+        return None

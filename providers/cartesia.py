@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, AsyncIterator
 
-from voxrouter.providers.base import PCM_SAMPLE_RATE, ErrorKind, ProviderError, SynthesisRequest, Voice
+from voxrouter.providers.base import PCM_SAMPLE_RATE, ErrorKind, ProviderError, ProviderFeatures, SynthesisRequest, Voice
 from voxrouter.providers.remote import RemoteProvider, merge_options
 
 DEFAULT_API_VERSION = "2024-11-13"
@@ -40,6 +40,7 @@ _GENDERS = {"masculine": "male", "feminine": "female", "gender_neutral": "neutra
 
 
 class CartesiaProvider(RemoteProvider):
+    features = ProviderFeatures(voice_listing=True, health_probe=True)
     fixed_fields = frozenset({"model_id", "transcript", "voice", "output_format"})
     probe_path = "/voices"
     probe_params = {"limit": 1}

@@ -6,7 +6,7 @@ import json
 from typing import Any, AsyncIterator
 
 from voxrouter.providers._http import path_segment
-from voxrouter.providers.base import ErrorKind, ProviderError, SynthesisRequest, Voice
+from voxrouter.providers.base import ErrorKind, ProviderError, ProviderFeatures, SynthesisRequest, Voice
 from voxrouter.providers.remote import RemoteProvider, merge_options
 
 DEFAULT_MP3_FORMAT = "mp3_44100_128"
@@ -35,6 +35,7 @@ def _model_ids(item: dict[str, Any]) -> tuple[str, ...]:
 
 
 class ElevenLabsProvider(RemoteProvider):
+    features = ProviderFeatures(voice_listing=True, health_probe=True)
     fixed_fields = frozenset({"text", "model_id"})
     probe_path = "/v1/models"
     parse_error = staticmethod(_parse_error)

@@ -23,6 +23,7 @@ from voxrouter.local_engines.base import (
     EngineError,
     EngineNotInstalled,
     EngineTimeout,
+    EngineVoice,
     InvalidOption,
     NothingToSpeak,
     UnknownVoice,
@@ -31,13 +32,24 @@ from voxrouter.local_engines.pool import EngineBusy
 from voxrouter.local_engines.registry import build_engine
 from voxrouter.local_engines.runner import EngineRunner, RunnerSettings
 from voxrouter.providers._http import build_client, error_from_response, stream_audio
-from voxrouter.providers.base import Capabilities, ErrorKind, Health, ProviderError, SynthesisRequest, Voice
-from voxrouter.router.config import ProviderSpec
-from voxrouter.router.ops import metrics
+from voxrouter.providers.base import (
+    Capabilities,
+    EngineLoad,
+    ErrorKind,
+    Health,
+    ProviderDefaults,
+    ProviderError,
+    ProviderFeatures,
+    RtfObserver,
+    SynthesisRequest,
+    Voice,
+)
+from voxrouter.providers.spec import ProviderSpec
 
 logger = logging.getLogger("voxrouter.engines")
 
 _CLONING = frozenset({"chatterbox", "moss-tts-nano"})
+NOT_INSTALLED = "model_not_installed"  # an engine's reason, and the code an engine node's 503 carries
 
 
 class EngineSpec(BaseModel):
@@ -93,13 +105,20 @@ class LocalOptions(BaseModel):
     preload: list[str] = []  # engines loaded at start-up rather than on first request
 
 
-class LocalProvider:
+class LocalProvider(ProviderDefaults):
     def __init__(self, provider_id: str, spec: ProviderSpec, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.id = provider_id
         self.name = spec.name
         self.website = spec.website
         self._spec = spec
         self._options = LocalOptions.model_validate(spec.options)
+        self.features = ProviderFeatures(
+            voice_listing=True,
+            health_probe=True,
+            per_model_engines=True,
+            preload=True,
+            cloning=any(engine.engine in _CLONING for engine in self._options.engines.values()),
+        )
         self._runners: dict[str, EngineRunner] = {}
         self._remotes: dict[str, _RemoteEngine] = {}
         threads = _default_threads(self._options)
@@ -112,7 +131,6 @@ class LocalProvider:
                     settings["threads"] = threads
                 engine = build_engine(engine_spec.engine, engine_id, settings)
                 self._runners[engine_id] = EngineRunner(engine, engine_spec.runner_settings())
-                self._runners[engine_id].on_rtf = _observe_rtf
         self._preloading: asyncio.Task[None] | None = None
 
     @property
@@ -122,14 +140,18 @@ class LocalProvider:
     def unavailable_reason(self, model: str) -> str | None:
         if model in self._runners:
             runner = self._runners[model]
-            return "model_not_installed" if runner.missing() or runner.load_error else None
+            return NOT_INSTALLED if runner.missing() or runner.load_error else None
         if model in self._remotes:
             return self._remotes[model].unavailable_reason
         return None
 
-    def engine_gates(self) -> dict[str, Any]:
+    def engine_loads(self) -> dict[str, EngineLoad]:
         """The in-process engines' stream gates (active, waiting), for the metrics."""
-        return {engine_id: runner.gate for engine_id, runner in self._runners.items()}
+        return {engine_id: EngineLoad(runner.gate.active, runner.gate.waiting) for engine_id, runner in self._runners.items()}
+
+    def on_engine_rtf(self, observer: RtfObserver) -> None:
+        for runner in self._runners.values():
+            runner.on_rtf = observer
 
     def engine_states(self) -> list[tuple[str, str | None]]:
         """(engine id, reason it is unavailable or None) for every configured engine."""
@@ -205,7 +227,7 @@ class LocalProvider:
                 retry_after=exc.retry_after_s,
             ) from None
         except EngineNotInstalled as exc:
-            raise ProviderError(ErrorKind.not_installed, f"{label}: {exc} (model_not_installed)", provider=self.id) from None
+            raise ProviderError(ErrorKind.not_installed, f"{label}: {exc} ({NOT_INSTALLED})", provider=self.id) from None
         except EngineError as exc:
             raise ProviderError(ErrorKind.bad_request, f"{label}: {exc}", provider=self.id) from None
         except (ProviderError, asyncio.CancelledError, GeneratorExit):
@@ -218,7 +240,7 @@ class LocalProvider:
         out: list[Voice] = []
         for engine_id, runner in self._runners.items():
             if not runner.missing():
-                out.extend(voice.to_voice(engine_id) for voice in await asyncio.to_thread(runner.voices))
+                out.extend(engine_voice(voice, engine_id) for voice in await asyncio.to_thread(runner.voices))
         for remote in self._remotes.values():
             with contextlib.suppress(ProviderError):
                 out.extend(await remote.voices())
@@ -271,7 +293,7 @@ class _RemoteEngine:
             return
         state = states.get(self._engine)
         if state is None:
-            self.unavailable_reason = "model_not_installed"
+            self.unavailable_reason = NOT_INSTALLED
         else:
             self.unavailable_reason = state.get("reason") if state.get("state") == "unavailable" else None
 
@@ -290,15 +312,15 @@ class _RemoteEngine:
                 headers=self._headers,
                 json=body,
                 parse_error=_parse_error,
+                classify_error=_engine_error_kind,
                 first_byte_timeout_s=self._spec.first_byte_timeout_s,
             ):
                 yield chunk
             self.unavailable_reason = None
         except ProviderError as exc:
-            error = _engine_error(exc)
-            if error.kind is ErrorKind.not_installed:
-                self.unavailable_reason = "model_not_installed"
-            raise error from None
+            if exc.kind is ErrorKind.not_installed:
+                self.unavailable_reason = NOT_INSTALLED
+            raise
 
     async def voices(self) -> list[Voice]:
         try:
@@ -340,14 +362,32 @@ def _parse_error(body: bytes) -> str:
     return f"{data.get('error')}: {data.get('details')}"
 
 
-def _engine_error(exc: ProviderError) -> ProviderError:
-    """An engine server's 429 and 503 mean busy or not installed, not a failing upstream."""
-    if exc.status == 503 and "model_not_installed" in exc.message:
-        return ProviderError(ErrorKind.not_installed, exc.message, provider=exc.provider, status=503)
-    if exc.status in (429, 503):
-        return ProviderError(ErrorKind.overloaded, exc.message, provider=exc.provider, status=exc.status, retry_after=exc.retry_after)
-    return exc
+def _engine_error_kind(status: int, body: bytes) -> ErrorKind | None:
+    """An engine node's 429 and 503 mean busy, or not installed where its error body's `reason`
+    says so: not a failing upstream."""
+    if status not in (429, 503):
+        return None
+    if status == 503 and _error_reason(body) == NOT_INSTALLED:
+        return ErrorKind.not_installed
+    return ErrorKind.overloaded
 
 
-def _observe_rtf(engine_id: str, rtf: float) -> None:
-    metrics.ENGINE_RTF.labels(engine_id).observe(rtf)
+def _error_reason(body: bytes) -> str | None:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    return data.get("reason") if isinstance(data, dict) else None
+
+
+def engine_voice(voice: EngineVoice, engine_id: str) -> Voice:
+    """An engine's voice as the gateway lists it (the engine node lists it so too)."""
+    labels = {"gender": voice.gender} if voice.gender else {}
+    return Voice(
+        id=voice.id,
+        provider="local",
+        name=voice.name,
+        language=voice.language,
+        labels={**labels, "engine": engine_id},
+        model_compatibility=(engine_id,),
+    )

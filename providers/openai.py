@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, AsyncIterator
 
-from voxrouter.providers.base import SynthesisRequest, Voice
+from voxrouter.providers.base import ProviderFeatures, SynthesisRequest, Voice
 from voxrouter.providers.remote import RemoteProvider, merge_options
 
 
@@ -15,6 +15,7 @@ def _parse_error(body: bytes) -> str:
 
 
 class OpenAIProvider(RemoteProvider):
+    features = ProviderFeatures(voice_listing=False, health_probe=True)  # no voices API: the config lists them
     fixed_fields = frozenset({"model", "input", "voice", "response_format", "stream_format"})
     probe_path = "/models"
     parse_error = staticmethod(_parse_error)
@@ -33,7 +34,9 @@ class OpenAIProvider(RemoteProvider):
             body["speed"] = request.speed
         if request.instructions:
             body["instructions"] = request.instructions
-        async for chunk in self._stream("/audio/speech", json=merge_options(body, request.provider_options)):
+        # OpenAI keeps a client's own id (X-Client-Request-Id) with the request, for its support.
+        headers = {"X-Client-Request-Id": request.request_id} if request.request_id else None
+        async for chunk in self._stream("/audio/speech", json=merge_options(body, request.provider_options), headers=headers):
             yield chunk
 
     async def voices(self) -> list[Voice]:

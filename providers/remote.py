@@ -4,13 +4,13 @@ a streaming call, a JSON GET and the free health probe. Subclasses speak the wir
 from __future__ import annotations
 
 import unicodedata
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, ClassVar
 
 import httpx
 
 from voxrouter.providers._http import build_client, error_from_response, probe_get, stream_audio
-from voxrouter.providers.base import Capabilities, ErrorKind, Health, ProviderError
-from voxrouter.router.config import ProviderSpec
+from voxrouter.providers.base import Capabilities, ErrorKind, Health, ProviderDefaults, ProviderError, ProviderFeatures
+from voxrouter.providers.spec import ProviderSpec
 
 
 def merge_options(body: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
@@ -24,7 +24,8 @@ def merge_options(body: dict[str, Any], options: dict[str, Any]) -> dict[str, An
     return merged
 
 
-class RemoteProvider:
+class RemoteProvider(ProviderDefaults):
+    features: ClassVar[ProviderFeatures]  # each adapter declares its own
     fixed_fields: frozenset[str] = frozenset()
     probe_path: str = "/"
     probe_params: dict[str, Any] | None = None
@@ -70,13 +71,15 @@ class RemoteProvider:
         # Upstreams normalise compatibility characters (U+FDFA is 18 letters spoken).
         return max(len(text), len(unicodedata.normalize("NFKC", text)))
 
-    def _stream(self, url: str, *, json: Any, params: dict[str, Any] | None = None) -> AsyncIterator[bytes]:
+    def _stream(
+        self, url: str, *, json: Any, params: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+    ) -> AsyncIterator[bytes]:
         return stream_audio(
             self._client,
             self.id,
             "POST",
             url,
-            headers=self._headers(),
+            headers={**self._headers(), **(headers or {})},
             params=params,
             json=json,
             parse_error=self.parse_error,

@@ -1,6 +1,7 @@
 """The gateway's YAML configuration: providers, models, prices, aliases and voice maps.
 
-Provider facts (formats, prices, limits) are data here, not code in the adapters.
+Each provider's own section (`ProviderSpec`: formats, prices, limits, its breaker) is
+defined beside the adapters, in `voxrouter.providers.spec`; the rest is the gateway's.
 """
 
 from __future__ import annotations
@@ -8,106 +9,19 @@ from __future__ import annotations
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from voxrouter.providers.base import AUDIO_FORMATS
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+from voxrouter.providers.spec import BreakerSpec, ProviderSpec, StrictModel
 
 
-class ModelSpec(_Strict):
-    price_micros_per_1k_chars: int = Field(ge=0)
-    max_input_chars: int = Field(gt=0)
-    # Billed by the audio it makes as well (or instead): reserved for the longest audio the
-    # text could make (max_audio_ms_per_char at speed 1, longer when slowed down), settled on
-    # the seconds measured as they stream (the upstream is asked for PCM to measure them).
-    price_micros_per_audio_minute: int = Field(default=0, ge=0)
-    max_audio_ms_per_char: int = Field(default=200, gt=0)
-    response_formats: list[str] | None = None  # native formats; None = the provider's
-    instructions: bool = False
-
-    @field_validator("response_formats")
-    @classmethod
-    def _known_formats(cls, value: list[str] | None) -> list[str] | None:
-        for fmt in value or []:
-            if fmt not in AUDIO_FORMATS:
-                raise ValueError(f"unknown response format {fmt!r}")
-        return value
-
-
-class VoiceSpec(_Strict):
-    id: str
-    name: str
-    language: str
-    gender: str | None = None
-    labels: dict[str, str] = {}
-
-
-class BreakerSpec(_Strict):
-    """A circuit breaker per provider (per engine for local ones): `fail_max` failures in a
-    row open it; after `reset_timeout_s` one trial call (or a passing free probe) may close it."""
-
-    enabled: bool = True
-    fail_max: int = Field(default=5, ge=1)
-    reset_timeout_s: float = Field(default=30.0, gt=0)
-    success_threshold: int = Field(default=1, ge=1)  # trial successes needed to close
-    # A streak of failures opens the circuit for everyone only once this many organizations
-    # took part in it; before that, the one organization whose failures would open it is
-    # refused alone for reset_timeout_s (one tenant cannot open a breaker for the others).
-    tenants_to_open: int = Field(default=2, ge=1)
-
-
-class ProviderSpec(_Strict):
-    adapter: str  # which module in providers/ speaks this upstream's wire
-    name: str
-    website: str
-    base_url: str = ""  # remote adapters only
-    base_url_env: str | None = None
-    api_key: str | None = None
-    api_key_env: str | None = None
-    response_formats: list[str]
-    connect_timeout_s: float = 5.0
-    first_byte_timeout_s: float = 30.0
-    read_timeout_s: float = 30.0
-    max_connections: int = 100
-    allow_unlisted_models: bool = True
-    default_model: ModelSpec  # prices and limits for a model id not listed below
-    models: dict[str, ModelSpec] = {}
-    voices: list[VoiceSpec] = []  # a static catalog, for upstreams with no voices API
-    options: dict[str, Any] = {}  # adapter-specific settings (API version pins, ...)
-    breaker: BreakerSpec | None = None  # None: resilience.breaker
-
-    def resolved_base_url(self) -> str:
-        url = (self.base_url_env and os.environ.get(self.base_url_env)) or self.base_url
-        return url.rstrip("/")
-
-    def resolved_api_key(self) -> str | None:
-        return (self.api_key_env and os.environ.get(self.api_key_env)) or self.api_key or None
-
-    def model(self, model_id: str) -> ModelSpec | None:
-        """A listed model's spec; an unlisted id (a new snapshot, say) is priced at this
-        provider's dearest listed model, never less (None where unlisted ids are refused)."""
-        if model_id in self.models:
-            return self.models[model_id]
-        if not self.allow_unlisted_models:
-            return None
-        dearest = max((m.price_micros_per_1k_chars for m in self.models.values()), default=0)
-        if dearest <= self.default_model.price_micros_per_1k_chars:
-            return self.default_model
-        return self.default_model.model_copy(update={"price_micros_per_1k_chars": dearest})
-
-
-class AliasTarget(_Strict):
+class AliasTarget(StrictModel):
     model: str  # "provider/model_id"
     voices: dict[str, str] = {}  # client voice name -> this provider's voice id
 
 
-class AliasSpec(_Strict):
+class AliasSpec(StrictModel):
     """A model name without a provider prefix: one target, or an ordered fallback chain.
 
     `target` + `voices` is the short form of a one-element `targets` list."""
@@ -132,18 +46,18 @@ class AliasSpec(_Strict):
         return self
 
 
-class CatalogSpec(_Strict):
+class CatalogSpec(StrictModel):
     voices_ttl_s: float = 300.0
 
 
-class WalletSpec(_Strict):
+class WalletSpec(StrictModel):
     # A hold is renewed by its process every lease/4 while the request runs; a dead
     # process's holds expire after one lease and are refunded by the next sweep.
     reservation_lease_s: float = Field(default=60.0, gt=0)
     sweep_interval_s: float = Field(default=15.0, gt=0)
 
 
-class AuthSpec(_Strict):
+class AuthSpec(StrictModel):
     key_cache_ttl_s: float = 5.0
     last_used_flush_s: float = Field(default=30.0, gt=0)  # keys' lastUsedAt is written in batches
     allow_registration: bool = True  # POST /v1/auth/register; admins can always create users
@@ -166,13 +80,13 @@ class AuthSpec(_Strict):
     password_hash_concurrency: int = Field(default=2, ge=1)  # scrypt runs at once (16 MiB each); the rest wait
 
 
-class LimitValues(_Strict):
+class LimitValues(StrictModel):
     requests_per_minute: int | None = Field(default=None, gt=0)
     characters_per_minute: int | None = Field(default=None, gt=0)
     max_concurrency: int | None = Field(default=None, gt=0)
 
 
-class LimitsSpec(_Strict):
+class LimitsSpec(StrictModel):
     """Per-key limits: a key's own values, else its organization's here, else `defaults`."""
 
     enabled: bool = True
@@ -181,7 +95,7 @@ class LimitsSpec(_Strict):
     slot_lease_s: float = Field(default=30.0, gt=0)  # a dead replica's concurrency slots free after this
 
 
-class RetrySpec(_Strict):
+class RetrySpec(StrictModel):
     """Retries happen only before the first audio byte has gone to the client."""
 
     attempts: int = Field(default=2, ge=1)  # tries per target before the next target
@@ -191,18 +105,18 @@ class RetrySpec(_Strict):
     deadline_s: float = Field(default=60.0, gt=0)  # all attempts of one request, before its first byte
 
 
-class ResilienceSpec(_Strict):
+class ResilienceSpec(StrictModel):
     breaker: BreakerSpec = BreakerSpec()
     retry: RetrySpec = RetrySpec()
     probe_interval_s: float = Field(default=30.0, gt=0)  # free health probes (voices/models listings)
 
 
-class BonusTier(_Strict):
+class BonusTier(StrictModel):
     min_cents: int = Field(ge=0)  # a checkout of at least this many cents...
     bonus_percent: int = Field(ge=0, le=100)  # ...is credited this much more
 
 
-class BillingSpec(_Strict):
+class BillingSpec(StrictModel):
     """Stripe billing (router/billing.py); the keys come from the environment (router/settings.py).
 
     Amounts are USD cents, as Stripe counts them; the wallet is credited in micro-dollars."""
@@ -241,7 +155,7 @@ class BillingSpec(_Strict):
         return max(reached, key=lambda tier: tier.min_cents).bonus_percent if reached else 0
 
 
-class ServerSpec(_Strict):
+class ServerSpec(StrictModel):
     """The HTTP edge (router/edge.py): what one client or connection may hold."""
 
     max_body_bytes: int = 1_048_576
@@ -257,7 +171,7 @@ class ServerSpec(_Strict):
     max_connections_per_client: int = Field(default=256, ge=1)  # per client address; more: 429 and close
 
 
-class Config(_Strict):
+class Config(StrictModel):
     providers: dict[str, ProviderSpec]
     aliases: dict[str, AliasSpec] = {}
     # The same voice on several providers, for fallback: a client voice name (or
@@ -283,16 +197,6 @@ class Config(_Strict):
 
     def breaker(self, provider_id: str) -> BreakerSpec:
         return self.providers[provider_id].breaker or self.resilience.breaker
-
-
-def estimate_cost_micros(characters: int, price_micros_per_1k_chars: int) -> int:
-    """ceil(chars x price / 1000), in integers only."""
-    return -(-characters * price_micros_per_1k_chars // 1000)
-
-
-def audio_cost_micros(audio_ms: int, price_micros_per_audio_minute: int) -> int:
-    """ceil(ms x price / 60,000), in integers only."""
-    return -(-audio_ms * price_micros_per_audio_minute // 60_000)
 
 
 def default_config_path() -> Path:

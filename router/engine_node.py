@@ -12,7 +12,8 @@ the first audio exists, so every failure before audio has its own status:
     413 invalid_body          body over 1 MiB
     429 concurrency_limited   every stream slot and queue place taken (Retry-After)
     503 provider_unavailable  no slot freed in time (Retry-After), or the engine cannot
-                              run here: then the details contain "model_not_installed"
+                              run here: then the body has `"reason": "model_not_installed"`
+                              (the gateway reads that field, never the details' text)
     500 internal_error        anything else (logged here, never echoed)
 
 A client that hangs up stops its request at once: mid-stream, the response closes the
@@ -42,6 +43,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from voxrouter.local_engines.base import EngineError, EngineNotInstalled, EngineTimeout, InvalidOption, UnknownVoice
 from voxrouter.local_engines.pool import EngineBusy
 from voxrouter.local_engines.runner import EngineRunner
+from voxrouter.providers.local import NOT_INSTALLED, engine_voice
 from voxrouter.router.http.body import read_body
 from voxrouter.router.http.errors import EXCEPTION_HANDLERS, ApiError, error_response
 
@@ -50,7 +52,6 @@ logger = logging.getLogger("voxrouter.engines")
 TOKEN_ENV = "VOXROUTER_ENGINE_TOKEN"
 MAX_BODY_BYTES = 1_048_576
 PCM_MEDIA_TYPE = "audio/l16; rate=24000; channels=1"
-NOT_INSTALLED = "model_not_installed"  # the gateway's client looks for this text in a 503's details
 _OPEN_PATHS = frozenset({"/healthz"})
 
 
@@ -77,8 +78,18 @@ def _unavailable(runner: EngineRunner) -> str | None:
     return None
 
 
+class _NotInstalled(ApiError):
+    """The engine cannot run here: a 503 whose body's `reason` says so to the gateway."""
+
+
 def _not_installed(engine_id: str, reason: str) -> ApiError:
-    return ApiError(503, "provider_unavailable", f"{engine_id}: {reason} ({NOT_INSTALLED})", headers={"Retry-After": "60"})
+    return _NotInstalled(503, "provider_unavailable", f"{engine_id}: {reason} ({NOT_INSTALLED})", headers={"Retry-After": "60"})
+
+
+async def _not_installed_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, _NotInstalled)
+    body = {"error": exc.code, "details": exc.details, "reason": NOT_INSTALLED}
+    return JSONResponse(body, status_code=exc.status, headers=exc.headers)
 
 
 def _retry_after(seconds: float) -> dict[str, str]:
@@ -206,8 +217,8 @@ async def list_voices(request: Request) -> Response:
     for engine_id, runner in _runners(request).items():
         if _unavailable(runner):
             continue
-        for engine_voice in await asyncio.to_thread(runner.voices):
-            voice = engine_voice.to_voice(engine_id)
+        for listed in await asyncio.to_thread(runner.voices):
+            voice = engine_voice(listed, engine_id)
             voices.append(
                 {
                     "id": voice.id,
@@ -297,7 +308,7 @@ def create_engine_app(runners: dict[str, EngineRunner], *, preload: bool = True,
     app = Starlette(
         routes=ROUTES,
         middleware=[Middleware(BearerTokenMiddleware, token=token)] if token else [],
-        exception_handlers={**EXCEPTION_HANDLERS, Exception: _unexpected},  # type: ignore[arg-type]
+        exception_handlers={**EXCEPTION_HANDLERS, _NotInstalled: _not_installed_error, Exception: _unexpected},  # type: ignore[arg-type]
         lifespan=lifespan,
     )
     app.state.runners = runners  # also without a lifespan (tests that skip it)

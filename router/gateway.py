@@ -91,9 +91,8 @@ async def running_gateway(
     if gateway.revocations is not None:
         gateway.auth.publish = gateway.revocations.publish
     for provider in providers.values():
-        start = getattr(provider, "start", None)  # local engines preload their weights
-        if start is not None:
-            await start()
+        provider.on_engine_rtf(metrics.observe_engine_rtf)
+        await provider.start()  # local engines preload their weights
     chores = [
         asyncio.create_task(_every(config.wallet.sweep_interval_s, wallet.sweep_expired, "reservation sweep")),
         asyncio.create_task(_every(config.wallet.reservation_lease_s / 4, wallet.renew, "reservation renewal")),

@@ -6,10 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from voxrouter.providers.base import AUDIO_FORMATS
-
-AudioFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
-assert set(AudioFormat.__args__) == set(AUDIO_FORMATS)  # type: ignore[attr-defined]
+from voxrouter.providers.base import AudioFormat
 
 
 def _whole_number(value: Any) -> Any:
@@ -244,6 +241,9 @@ class RecentUsage(_Body):
     model: str | None
     cost_micros: int = Field(alias="costMicros")
     code: str | None
+    # The request's X-Request-Id (the client's own, or the one the gateway minted and returned);
+    # null on rows recorded before request ids were kept.
+    request_id: str | None = Field(alias="requestId")
 
 
 class UsageOut(_Body):

@@ -17,9 +17,9 @@ from tests.databases import ENGINES, fresh_database, postgres_unavailable  # noq
 from tests.emulators import cartesia_emu, elevenlabs_emu, openai_emu  # noqa: E402
 from tests.emulators.behaviour import EmulatorState  # noqa: E402
 from tests.emulators.server import LoopbackServer  # noqa: E402
-from voxrouter.cli import _create_key  # noqa: E402
 from voxrouter.router.config import Config, load_config  # noqa: E402
 from voxrouter.router.http.app import create_app  # noqa: E402
+from voxrouter.router.server_commands import create_key  # noqa: E402
 from voxrouter.router.settings import Settings  # noqa: E402
 
 EMULATORS = {"openai": openai_emu, "elevenlabs": elevenlabs_emu, "cartesia": cartesia_emu}
@@ -109,7 +109,7 @@ class Gateway:
 
     def new_key(self, credit_usd: float = 5.0, org: str | None = None, **limits: Any) -> str:
         micros = round(credit_usd * 1_000_000)
-        return asyncio.run(_create_key(self.settings, org or f"org-{uuid.uuid4().hex[:10]}", "test", micros, **limits))
+        return asyncio.run(create_key(self.settings, org or f"org-{uuid.uuid4().hex[:10]}", "test", micros, **limits))
 
 
 @contextlib.contextmanager

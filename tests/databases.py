@@ -15,8 +15,6 @@ from typing import Any, Iterator
 
 import asyncpg
 
-from voxrouter.router.store.postgres import _numbered
-
 POSTGRES_URL = os.environ.get("VOXROUTER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("VOXROUTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ENGINES = ("sqlite", "postgres")
@@ -61,6 +59,12 @@ def fresh_database(engine: str, tmp_path: Path) -> Iterator[str]:
         yield f"{POSTGRES_URL}?search_path={schema}"
     finally:
         _in_fresh_loop(_admin(f"DROP SCHEMA {schema} CASCADE"))
+
+
+def _numbered(sql: str) -> str:
+    """`?` placeholders as asyncpg's `$1, $2, ...` (the tests' own: they read the store from outside)."""
+    parts = sql.split("?")
+    return parts[0] + "".join(f"${n}{part}" for n, part in enumerate(parts[1:], start=1))
 
 
 def query(url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:

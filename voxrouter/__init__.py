@@ -1,0 +1,83 @@
+"""VoxRouter's typed client (`pip install voxrouter`): `Client`, `AsyncClient` and the wire's
+shapes. Importing it loads httpx and nothing of the server, which is `voxrouter.router`
+(`pip install 'voxrouter[server]'`).
+
+    from voxrouter import Client
+
+    with Client("http://127.0.0.1:8080", token=os.environ["VOXROUTER_API_KEY"]) as vox:
+        print(vox.voices())
+"""
+
+from voxrouter.client import (
+    AUDIO_FORMATS,
+    DEFAULT_BASE_URL,
+    DEFAULT_TIMEOUT,
+    USER_AGENT,
+    Activity,
+    AsyncClient,
+    AudioFormat,
+    Checkout,
+    Client,
+    CreatedKey,
+    Credits,
+    DeviceCode,
+    DeviceDecision,
+    ErrorCodeCount,
+    Key,
+    LogoutResult,
+    Model,
+    PaymentMethod,
+    Provider,
+    ProviderStatus,
+    ProviderUsage,
+    RecentUsage,
+    Registered,
+    RevokedKey,
+    Session,
+    SpeechStream,
+    Topup,
+    Usage,
+    UsageTotals,
+    Voice,
+    VoicesResponse,
+    VoxRouterError,
+    WhoAmI,
+    __version__,
+)
+
+__all__ = [
+    "AUDIO_FORMATS",
+    "DEFAULT_BASE_URL",
+    "DEFAULT_TIMEOUT",
+    "USER_AGENT",
+    "Activity",
+    "AsyncClient",
+    "AudioFormat",
+    "Checkout",
+    "Client",
+    "CreatedKey",
+    "Credits",
+    "DeviceCode",
+    "DeviceDecision",
+    "ErrorCodeCount",
+    "Key",
+    "LogoutResult",
+    "Model",
+    "PaymentMethod",
+    "Provider",
+    "ProviderStatus",
+    "ProviderUsage",
+    "RecentUsage",
+    "Registered",
+    "RevokedKey",
+    "Session",
+    "SpeechStream",
+    "Topup",
+    "Usage",
+    "UsageTotals",
+    "Voice",
+    "VoicesResponse",
+    "VoxRouterError",
+    "WhoAmI",
+    "__version__",
+]

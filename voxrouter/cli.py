@@ -1,313 +1,113 @@
-"""The `voxrouter` command: `serve` the gateway, `engine serve`, offline `admin` tasks on its
-database, and the user commands of router/commands.py (speech, voices, login, keys, ...)."""
+"""The `voxrouter` command: the user commands of voxrouter/user_commands.py (speech, voices,
+login, keys, billing, usage, ...) and the server's `serve`, `engine` and `admin`, which live in
+the server (voxrouter.router.server_commands) and are imported only when one of them is invoked:
+`voxrouter --help` and every user command run on the client-only install."""
 
 from __future__ import annotations
 
-import asyncio
-import json
+import importlib
+import importlib.metadata
+import re
 import sys
-from typing import TYPE_CHECKING, Awaitable, Callable, TypeVar
 
 import click
 
-from voxrouter import money
-from voxrouter import user_commands as commands
-from voxrouter.router.store.base import Conflict, NewApiKeyRecord, Store
+from voxrouter import user_commands
 
-if TYPE_CHECKING:  # the gateway's settings load its config: too slow for every `voxrouter voices`
-    from voxrouter.router.settings import Settings
+SERVER_EXTRA = "server"
+SERVER_INSTALL = "pip install 'voxrouter[server]'"
+_SERVER_MODULE = "voxrouter.router.server_commands"
+# What `voxrouter --help` lists for the server's commands without importing them; a unit test
+# keeps each line equal to the command's own help.
+SERVER_COMMANDS: dict[str, str] = {
+    "admin": "Offline operator tasks against the configured database.",
+    "engine": "Run local engines as an HTTP service that gateways reach through an engine's `url:`.",
+    "serve": "Run the gateway (database from VOXROUTER_DATABASE_URL, config from VOXROUTER_CONFIG).",
+}
+_EXTRA_MARKER = re.compile(r"""extra\s*==\s*["']server["']""")
+_REQUIREMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
-T = TypeVar("T")
+
+class _Main(click.Group):
+    """The user commands, plus the server's commands loaded on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *SERVER_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in SERVER_COMMANDS:
+            return load_server_command(cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # click's own listing, except that a server command is shown from its summary, not loaded.
+        listed: list[tuple[str, click.Command]] = []
+        for name in self.list_commands(ctx):
+            command = self.commands.get(name) or click.Command(name, help=SERVER_COMMANDS[name])
+            if not command.hidden:
+                listed.append((name, command))
+        if listed:
+            limit = formatter.width - 6 - max(len(name) for name, _ in listed)
+            with formatter.section("Commands"):
+                formatter.write_dl([(name, command.get_short_help_str(limit)) for name, command in listed])
 
 
-def usd_to_micros(value: str) -> int:
+def missing_server_requirements() -> list[str]:
+    """The distributions of the `server` extra that are not installed (none when voxrouter itself
+    is not installed, as when it runs from a checkout on PYTHONPATH)."""
     try:
-        return money.usd_to_micros(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+        requirements = importlib.metadata.requires("voxrouter") or []
+    except importlib.metadata.PackageNotFoundError:
+        return []
+    missing = []
+    for requirement in requirements:
+        spec, _, marker = requirement.partition(";")
+        name = _REQUIREMENT_NAME.match(spec.strip())
+        if not _EXTRA_MARKER.search(marker) or name is None:
+            continue
+        try:
+            importlib.metadata.distribution(name.group())
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(name.group())
+    return missing
 
 
-@click.group()
-@commands.base_url_option
+def load_server_command(name: str) -> click.Command:
+    """The server's command `name`, or a clear error when the server is not installed."""
+    missing = missing_server_requirements()
+    if missing:
+        raise _server_not_installed(name, missing)
+    try:
+        # The one place the client package imports the server (tests/unit/test_client_imports.py).
+        server_commands = importlib.import_module(_SERVER_MODULE)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.partition(".")[0] == "voxrouter":
+            raise
+        raise _server_not_installed(name, [exc.name]) from None
+    command: click.Command = server_commands.COMMANDS[name]
+    return command
+
+
+def _server_not_installed(command: str, missing: list[str]) -> click.ClickException:
+    shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+    return click.ClickException(
+        f"`voxrouter {command}` needs the server, which is not installed here (missing: {shown}). "
+        f"Install voxrouter[server]: {SERVER_INSTALL}"
+    )
+
+
+@click.group(cls=_Main)
+@user_commands.base_url_option
 def main() -> None:
     """VoxRouter: one OpenAI-compatible endpoint for every TTS provider.
 
     Data-plane commands take an API key from VOXROUTER_API_KEY; account, key, billing and usage
-    commands take the session saved by `voxrouter login`.
+    commands take the session saved by `voxrouter login`. `serve`, `engine` and `admin` need the
+    server (pip install 'voxrouter[server]').
     """
 
 
-@main.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8080, show_default=True, type=int)
-@click.option("--log-level", default="info", show_default=True)
-@click.option(
-    "--workers", default=1, show_default=True, type=click.IntRange(min=1),
-    help="Worker processes; set PROMETHEUS_MULTIPROC_DIR so /metrics adds theirs up.",
-)
-@click.option(
-    "--timeout-keep-alive", default=None, type=click.FloatRange(min=0, min_open=True),
-    help="Seconds an idle client connection stays open (default: config server.keep_alive_timeout_s, 75); "
-    "longer than clients' and load balancers' own (60 s).",
-)
-def serve(host: str, port: int, log_level: str, workers: int, timeout_keep_alive: float | None) -> None:
-    """Run the gateway (database from VOXROUTER_DATABASE_URL, config from VOXROUTER_CONFIG).
-
-    The HTTP edge (config `server:`, router/edge.py) bounds header size and time, connections
-    in all and per client address, idle keep-alive and stalled writes."""
-    import uvicorn
-
-    from voxrouter.router.http.edge import EdgeLimits, EdgeProtocol, raise_open_files_limit, set_process_limits
-    from voxrouter.router.settings import Settings
-
-    try:
-        server = Settings.from_env().load_config().server
-    except (OSError, ValueError) as exc:
-        raise click.ClickException(f"config: {exc}") from None
-    limits = EdgeLimits.from_spec(server)
-    set_process_limits(limits)  # a spawned worker (--workers > 1) loads the same config itself
-    raise_open_files_limit(limits)  # before uvicorn opens anything; workers inherit it
-    uvicorn.run(
-        "voxrouter.router.http.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        log_level=log_level,
-        workers=workers,
-        http=EdgeProtocol,
-        ws="none",  # no WebSocket routes; an upgrade would leave the edge's limits behind
-        timeout_keep_alive=timeout_keep_alive if timeout_keep_alive is not None else server.keep_alive_timeout_s,
-    )
-
-
-@main.group()
-def admin() -> None:
-    """Offline operator tasks against the configured database."""
-
-
-def _run_admin(fn: Callable[[Store], Awaitable[T]]) -> T:
-    """Open the configured database (migrating it if needed), run `fn`, close it."""
-
-    async def run() -> T:
-        from voxrouter.router.settings import Settings
-        from voxrouter.router.store import open_store
-
-        store = await open_store(Settings.from_env().database_url)
-        try:
-            return await fn(store)
-        finally:
-            await store.close()
-
-    try:
-        return asyncio.run(run())
-    except (Conflict, LookupError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-async def _org_id(store: Store, org: str, create: bool) -> str:
-    if create:
-        return await store.ensure_org(org)
-    found = await store.find_org(org)
-    if found is None:
-        raise LookupError(f"no organization named {org!r}")
-    return found.id
-
-
-@admin.command("create-org")
-@click.argument("name")
-def create_org(name: str) -> None:
-    """Create an organization (with an empty wallet); prints its id."""
-    click.echo(_run_admin(lambda store: store.create_org(name)))
-
-
-@admin.command("create-user")
-@click.option("--org", required=True, help="Organization name (created if new).")
-@click.option("--email", required=True)
-@click.password_option(help="Prompted for when not given; VOXROUTER_ADMIN_PASSWORD also works.", envvar="VOXROUTER_ADMIN_PASSWORD")
-def create_user(org: str, email: str, password: str) -> None:
-    """Create a user who can sign in on the web page and with `voxrouter login`; prints the user id."""
-    from voxrouter.router.accounts.passwords import MIN_LENGTH, hash_password_sync
-    from voxrouter.router.accounts.routes import normalize_email
-
-    if len(password) < MIN_LENGTH:
-        raise click.BadParameter(f"use at least {MIN_LENGTH} characters", param_hint="--password")
-    password_hash = hash_password_sync(password)
-
-    async def run(store: Store) -> str:
-        user = await store.create_user(await _org_id(store, org, True), normalize_email(email), password_hash)
-        return user.id
-
-    click.echo(_run_admin(run))
-
-
-@admin.command("create-key")
-@click.option("--org", required=True, help="Organization name (created if new).")
-@click.option("--name", required=True, help="A name for the key.")
-@click.option("--user", "email", default=None, help="Email of the user who owns (and may revoke) the key.")
-@click.option("--credit-usd", default="0", show_default=True, help="Credit to grant the organization.")
-@click.option("--max-concurrency", type=click.IntRange(min=1), default=None)
-@click.option("--daily-limit-usd", default=None, help="Spend cap per UTC day.")
-@click.option("--monthly-limit-usd", default=None, help="Spend cap per UTC month.")
-@click.option("--requests-per-minute", type=click.IntRange(min=1), default=None, help="Default: the organization's, from the config.")
-@click.option("--characters-per-minute", type=click.IntRange(min=1), default=None, help="Default: the organization's, from the config.")
-def create_key(
-    org: str,
-    name: str,
-    email: str | None,
-    credit_usd: str,
-    max_concurrency: int | None,
-    daily_limit_usd: str | None,
-    monthly_limit_usd: str | None,
-    requests_per_minute: int | None,
-    characters_per_minute: int | None,
-) -> None:
-    """Create an API key; prints only the secret on stdout (it is never shown again)."""
-    from voxrouter.router.settings import Settings
-
-    credit = usd_to_micros(credit_usd)
-    daily = usd_to_micros(daily_limit_usd) if daily_limit_usd is not None else None
-    monthly = usd_to_micros(monthly_limit_usd) if monthly_limit_usd is not None else None
-    secret = asyncio.run(
-        _create_key(
-            Settings.from_env(), org, name, credit, email, max_concurrency, daily, monthly, requests_per_minute, characters_per_minute
-        )
-    )
-    click.echo(secret)
-
-
-async def _create_key(
-    settings: Settings,
-    org: str,
-    name: str,
-    credit_micros: int,
-    email: str | None = None,
-    max_concurrency: int | None = None,
-    daily_limit_micros: int | None = None,
-    monthly_limit_micros: int | None = None,
-    requests_per_minute: int | None = None,
-    characters_per_minute: int | None = None,
-) -> str:
-    from voxrouter.router.accounts.auth import new_api_key
-    from voxrouter.router.store import open_store
-
-    store = await open_store(settings.database_url)
-    try:
-        org_id = await store.ensure_org(org)
-        user_id = None
-        if email is not None:
-            user = await store.find_user(email.strip().lower())
-            if user is None or user.org_id != org_id:
-                raise click.ClickException(f"no user {email!r} in organization {org!r}")
-            user_id = user.id
-        key = new_api_key()
-        record = await store.create_api_key(
-            NewApiKeyRecord(
-                org_id=org_id,
-                name=name,
-                key_hash=key.hash,
-                key_suffix=key.suffix,
-                created_by=user_id,
-                max_concurrency=max_concurrency,
-                daily_limit_micros=daily_limit_micros,
-                monthly_limit_micros=monthly_limit_micros,
-                requests_per_minute=requests_per_minute,
-                characters_per_minute=characters_per_minute,
-            )
-        )
-        if credit_micros:
-            await store.topup(org_id, credit_micros, "admin", "granted with the key")
-        click.echo(f"created key {record.id} (…{key.suffix}) for {org}; credit +{credit_micros} micro-dollars", err=True)
-        return key.secret
-    finally:
-        await store.close()
-
-
-def _adjust_credit(org: str, micros: int, reason: str) -> None:
-    async def run(store: Store) -> int:
-        return (await store.topup(await _org_id(store, org, False), micros, "admin", reason)).balance_micros
-
-    balance = _run_admin(run)
-    click.echo(f"{org}: balance {balance} micro-dollars", err=True)
-
-
-def _credit_command(name: str, sign: int, summary: str) -> None:
-    @admin.command(name, help=summary)
-    @click.option("--org", required=True)
-    @click.option("--usd", required=True, help="Amount in dollars.")
-    @click.option("--reason", required=True, help="Kept on the ledger row.")
-    def command(org: str, usd: str, reason: str) -> None:
-        micros = usd_to_micros(usd)
-        if micros == 0:
-            raise click.BadParameter("amount must be positive", param_hint="--usd")
-        _adjust_credit(org, sign * micros, reason)
-
-
-_credit_command("grant-credit", 1, "Top up an organization's wallet (a `topup` ledger row with source `admin`).")
-_credit_command(
-    "revoke-credit", -1, "Take credit back (a negative `topup` row, source `admin`); never below the money on hold."
-)
-
-
-@admin.command("balance")
-@click.option("--org", required=True)
-def balance(org: str) -> None:
-    """Print the wallet as JSON: {balanceMicros, reservedMicros}."""
-
-    async def run(store: Store) -> dict[str, int]:
-        snap = await store.wallet(await _org_id(store, org, False))
-        return {"balanceMicros": snap.balance_micros, "reservedMicros": snap.reserved_micros}
-
-    click.echo(json.dumps(_run_admin(run)))
-
-
-@main.group("engine")
-def engine_group() -> None:
-    """Run local engines as an HTTP service that gateways reach through an engine's `url:`."""
-
-
-@engine_group.command("serve")
-@click.option("--engine", "engine_ids", multiple=True, required=True, help="An engine of the `local` provider's config (repeatable).")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=9000, show_default=True, type=int)
-@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False), help="Config file (default: VOXROUTER_CONFIG, else the packaged default).")
-@click.option("--log-level", default="info", show_default=True)
-def engine_serve(engine_ids: tuple[str, ...], host: str, port: int, config_path: str | None, log_level: str) -> None:
-    """Serve the named engines (settings from the `local` provider's `options.engines`; `url` is ignored).
-
-    Set VOXROUTER_ENGINE_TOKEN to require `Authorization: Bearer <token>` on every route but /healthz.
-    """
-    import uvicorn
-
-    from voxrouter.local_engines.registry import build_engine
-    from voxrouter.local_engines.runner import EngineRunner
-    from voxrouter.providers.local import LocalOptions
-    from voxrouter.router.config import load_config
-    from voxrouter.router.engine_node import create_engine_app
-
-    try:
-        config = load_config(config_path)
-    except (OSError, ValueError) as exc:
-        raise click.BadParameter(str(exc), param_hint="--config") from None
-    local = [spec for spec in config.providers.values() if spec.adapter == "local"]
-    if not local:
-        raise click.UsageError("the config has no provider with `adapter: local`")
-    configured = LocalOptions.model_validate(local[0].options).engines
-    runners: dict[str, EngineRunner] = {}
-    for engine_id in dict.fromkeys(engine_ids):
-        spec = configured.get(engine_id)
-        if spec is None:
-            raise click.BadParameter(
-                f"unknown engine {engine_id!r}; configured: {', '.join(configured) or 'none'}", param_hint="--engine"
-            )
-        try:
-            engine = build_engine(spec.engine, engine_id, spec.engine_settings())
-        except Exception as exc:
-            raise click.ClickException(f"engine {engine_id}: {exc}") from None
-        runners[engine_id] = EngineRunner(engine, spec.runner_settings())
-    uvicorn.run(create_engine_app(runners), host=host, port=port, log_level=log_level)
-
-
-commands.register(main)
+user_commands.register(main)
 
 if __name__ == "__main__":
     sys.exit(main(prog_name="voxrouter"))

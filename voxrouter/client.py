@@ -108,7 +108,15 @@ class ErrorCodeCount(TypedDict):
 
 RecentUsage = TypedDict(
     "RecentUsage",
-    {"createdAt": str, "status": int | None, "provider": str | None, "model": str | None, "costMicros": int, "code": str | None},
+    {
+        "createdAt": str,
+        "status": int | None,
+        "provider": str | None,
+        "model": str | None,
+        "costMicros": int,
+        "code": str | None,
+        "requestId": str | None,
+    },
 )
 Usage = TypedDict(
     "Usage", {"totals": UsageTotals, "byProvider": list[ProviderUsage], "byErrorCode": list[ErrorCodeCount], "recent": list[RecentUsage]}
@@ -219,7 +227,7 @@ def _csv(value: str | Sequence[str] | None) -> str | None:
 
 
 class _Calls:
-    """Every route of router/app.py ROUTES a client calls (the Stripe webhook is Stripe's)."""
+    """Every route of router/http/app.py ROUTES a client calls (the Stripe webhook is Stripe's)."""
 
     @staticmethod
     def voices(provider: str | Sequence[str] | None, language: str | None, gender: str | None) -> _Call[VoicesResponse]:

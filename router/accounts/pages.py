@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, urlencode
 import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
 
 from voxrouter.router.accounts.auth import Principal, hash_secret
 from voxrouter.router.accounts.routes import check_password, decide_device, normalize_user_code, start_session
@@ -231,3 +232,12 @@ def _clean_code(raw: str) -> str:
 
 def _https(request: Request) -> bool:
     return request.url.scheme == "https"
+
+
+# The device-login page for people (HTML, not part of the API).
+ROUTES = [
+    Route("/device", device_page, methods=["GET"], include_in_schema=False),
+    Route("/device/login", device_login, methods=["POST"], include_in_schema=False),
+    Route("/device/decide", device_decide, methods=["POST"], include_in_schema=False),
+    Route("/device/logout", device_logout, methods=["POST"], include_in_schema=False),
+]

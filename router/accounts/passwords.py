@@ -34,18 +34,26 @@ def hash_password_sync(password: str) -> str:
     return f"scrypt${_N}${_R}${_P}${_b64(salt)}${_b64(_derive(password, salt, _N, _R, _P))}"
 
 
+def _parse(stored: str) -> tuple[int, int, int, bytes, bytes]:
+    """A stored hash's n, r, p, salt and hash; ValueError if it is not one `hash_password_sync` wrote."""
+    fields = stored.split("$")
+    if len(fields) != 6 or fields[0] != "scrypt":
+        raise ValueError("not an scrypt password hash")
+    _, n, r, p, salt, expected = fields
+    return int(n), int(r), int(p), base64.b64decode(salt), base64.b64decode(expected)
+
+
 def verify_password_sync(password: str, stored: str | None) -> bool:
     """Constant-time check; with no stored hash (unknown user) it still spends the same work."""
     if stored is None:
         _derive(password, b"\0" * 16, _N, _R, _P)
         return False
     try:
-        scheme, n, r, p, salt, expected = stored.split("$")
-        assert scheme == "scrypt"
-        derived = _derive(password, base64.b64decode(salt), int(n), int(r), int(p))
-    except (ValueError, AssertionError):
+        n, r, p, salt, expected = _parse(stored)
+        derived = _derive(password, salt, n, r, p)
+    except ValueError:  # binascii.Error and scrypt's bad parameters are ValueErrors too
         return False
-    return hmac.compare_digest(derived, base64.b64decode(expected))
+    return hmac.compare_digest(derived, expected)
 
 
 async def hash_password(password: str, limiter: anyio.CapacityLimiter | None = None) -> str:

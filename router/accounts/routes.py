@@ -15,10 +15,12 @@ import time
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from voxrouter.router import schemas
 from voxrouter.router.accounts.auth import SESSION_PREFIX, Principal, bearer_token, hash_secret, new_api_key, new_secret
 from voxrouter.router.gateway import Gateway
 from voxrouter.router.http.body import read_body
 from voxrouter.router.http.errors import ApiError
+from voxrouter.router.http.operation import API_KEY_OR_SESSION, SESSION, ApiRoute, Operation
 from voxrouter.router.http.public_url import public_base
 from voxrouter.router.limits.policy import organization_limit
 from voxrouter.router.schemas import (
@@ -319,3 +321,45 @@ async def _own_org_key(gateway: Gateway, principal: Principal, key_id: str) -> A
         # Another organization's key is as absent as a key that never existed.
         raise ApiError(404, "not_found", f"no key {key_id!r} in your organization")
     return record
+
+
+_POLL_400 = "invalid_body, or an RFC 8628 state: authorization_pending, slow_down, expired_token, access_denied, invalid_device_code"
+
+ROUTES = [
+    ApiRoute("/v1/auth/register", register, method="POST", operation=Operation(
+        "register", "Create an organization and its first user; returns a session.", schemas.RegisterOut,
+        body=schemas.RegisterRequest, errors=(400, 403, 409, 413, 429, 500), security=(), status=201,
+    )),
+    ApiRoute("/v1/auth/login", login, method="POST", operation=Operation(
+        "login", "Email and password to a session (throttled per client, and per client and email).", schemas.SessionOut,
+        body=schemas.LoginRequest, errors=(400, 401, 413, 429, 500), security=(),
+    )),
+    ApiRoute("/v1/auth/device-code", device_code, method="POST", operation=Operation(
+        "createDeviceCode", "Start an RFC 8628 device login (400 when the Host is not trusted and auth.public_url is unset).",
+        schemas.DeviceCodeOut, errors=(400, 500), security=(),
+    )),
+    ApiRoute("/v1/auth/poll", poll, method="POST", operation=Operation(
+        "pollDeviceCode", "Poll a device login; a session once the user approved.", schemas.SessionOut,
+        body=schemas.PollRequest, errors=(400, 413, 500), security=(), notes=((400, _POLL_400),),
+    )),
+    ApiRoute("/v1/auth/device/approve", approve_device, method="POST", operation=Operation(
+        "decideDeviceCode", "Approve (or deny) a pending device login as the signed-in user.", schemas.DeviceDecisionOut,
+        body=schemas.DeviceDecision, errors=(400, 401, 404, 413, 500), security=SESSION,
+    )),
+    ApiRoute("/v1/auth/whoami", whoami, method="GET", operation=Operation(
+        "whoami", "Who the credentials belong to.", schemas.WhoAmIOut, security=API_KEY_OR_SESSION
+    )),
+    ApiRoute("/v1/auth/logout", logout, method="POST", operation=Operation(
+        "logout", "Revoke the calling session (idempotent).", schemas.LogoutOut, security=SESSION
+    )),
+    ApiRoute("/v1/keys", list_keys, method="GET", operation=Operation(
+        "listKeys", "The organization's API keys (no secrets).", ("array", schemas.KeyOut), security=SESSION
+    )),
+    ApiRoute("/v1/keys", create_key, method="POST", operation=Operation(
+        "createKey", "Mint an API key; the secret is shown only in this response.", schemas.CreatedKeyOut,
+        body=schemas.CreateKeyRequest, errors=(400, 401, 409, 413, 500), security=SESSION, status=201,
+    )),
+    ApiRoute("/v1/keys/{key_id}", delete_key, method="DELETE", operation=Operation(
+        "revokeKey", "Revoke a key; only its creator may.", schemas.RevokedKeyOut, errors=(401, 403, 404, 500), security=SESSION,
+    )),
+]

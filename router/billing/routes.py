@@ -17,12 +17,15 @@ from typing import Awaitable, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
 
+from voxrouter.router import schemas
 from voxrouter.router.billing.stripe_client import InvalidEvent, PaymentError, StripeGateway, verify_event
 from voxrouter.router.billing.stripe_events import MICROS_PER_CENT, MalformedEvent, apply_event
 from voxrouter.router.gateway import Gateway
 from voxrouter.router.http.body import read_body, read_raw
 from voxrouter.router.http.errors import ApiError
+from voxrouter.router.http.operation import SESSION, ApiRoute, Operation
 from voxrouter.router.http.public_url import public_base
 from voxrouter.router.schemas import CheckoutOut, CheckoutRequest, PaymentMethodOut, TopupOut, TopupRequest, WebhookOut
 
@@ -200,3 +203,47 @@ def _page(title: str, text: str) -> HTMLResponse:
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title></head>'
         f"<body><h1>{title}</h1><p>{text}</p></body></html>"
     )
+
+
+_BILLING_NOTES = (
+    (400, "invalid_body (amountCents outside the configured bounds included)"),
+    (502, "upstream_error: Stripe failed or could not be reached"),
+    (503, "billing_not_configured: the gateway has no STRIPE_API_KEY"),
+)
+_STRIPE_SIGNATURE = {
+    "name": "Stripe-Signature",
+    "in": "header",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.<raw body>' keyed with the webhook secret>",
+}
+
+ROUTES = [
+    ApiRoute("/v1/billing/methods", list_methods, method="GET", operation=Operation(
+        "listPaymentMethods", "The organization's saved cards (Stripe).", ("array", schemas.PaymentMethodOut),
+        errors=(401, 500, 502, 503), security=SESSION, notes=_BILLING_NOTES, retry_after=(),
+    )),
+    ApiRoute("/v1/billing/topup", topup, method="POST", operation=Operation(
+        "topUp", "Charge a saved card off-session; the webhook credits the wallet once the payment succeeds.", schemas.TopupOut,
+        body=schemas.TopupRequest, errors=(400, 401, 402, 404, 409, 413, 500, 502, 503), security=SESSION,
+        notes=(*_BILLING_NOTES, (402, "stripe_3ds_required (the card needs its holder: use checkout) or card_declined"),
+               (404, "not_found: no such saved card in the organization"),
+               (409, "conflict: the idempotencyKey was used before with another amount or card")),
+        retry_after=(),
+    )),
+    ApiRoute("/v1/billing/checkout", checkout, method="POST", operation=Operation(
+        "createCheckout", "A Stripe Checkout page to buy credits in the browser, with the bonus of the amount's tier.",
+        schemas.CheckoutOut, body=schemas.CheckoutRequest, errors=(400, 401, 413, 500, 502, 503), security=SESSION,
+        notes=_BILLING_NOTES, retry_after=(),
+    )),
+    ApiRoute("/v1/billing/webhook", webhook, method="POST", operation=Operation(
+        "stripeWebhook", "Stripe's events, authenticated by the Stripe-Signature header; credits and reversals apply once.",
+        schemas.WebhookOut, errors=(400, 413, 500, 503), security=(), query=(_STRIPE_SIGNATURE,),
+        notes=((400, "invalid_signature (missing, wrong or older than the tolerance; nothing is done) or invalid_body"),
+               (503, "billing_not_configured: no STRIPE_WEBHOOK_SECRET")),
+        retry_after=(),
+    )),
+    # Where Stripe Checkout sends the browser back (config billing.success_url / cancel_url): pages, not API.
+    Route("/billing/success", checkout_success, methods=["GET"], include_in_schema=False),
+    Route("/billing/cancel", checkout_cancel, methods=["GET"], include_in_schema=False),
+]

@@ -7,7 +7,9 @@ import datetime as dt
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from voxrouter.router import schemas
 from voxrouter.router.http.errors import ApiError
+from voxrouter.router.http.operation import API_KEY_OR_SESSION, ApiRoute, Operation, query_int
 from voxrouter.router.limits import policy as limits
 from voxrouter.router.schemas import ActivityOut, CreditsOut, ErrorCodeCount, ProviderUsage, RecentUsage, UsageOut, UsageTotals
 from voxrouter.router.store.base import iso, utcnow
@@ -64,9 +66,34 @@ async def usage_report(request: Request) -> Response:
         by_error_code=[ErrorCodeCount(code=code, count=n) for code, n in summary.by_error_code],
         recent=[
             RecentUsage(
-                created_at=r.created_at, status=r.status, provider=r.provider, model=r.model, cost_micros=r.cost_micros, code=r.error_code
+                created_at=r.created_at,
+                status=r.status,
+                provider=r.provider,
+                model=r.model,
+                cost_micros=r.cost_micros,
+                code=r.error_code,
+                request_id=r.request_id,
             )
             for r in summary.recent
         ],
     )
     return JSONResponse(body.model_dump(by_alias=True))
+
+
+ROUTES = [
+    ApiRoute("/v1/credits", credits, method="GET", operation=Operation(
+        "getCredits", "Wallet snapshot in USD micro-dollars.", schemas.CreditsOut, security=API_KEY_OR_SESSION
+    )),
+    ApiRoute("/v1/credits/activity", credit_activity, method="GET", operation=Operation(
+        "listCreditActivity", "Ledger rows, newest first.", ("array", schemas.ActivityOut),
+        query=(query_int("limit", 1, 100, 20),), errors=(400, 401, 500), security=API_KEY_OR_SESSION,
+    )),
+    ApiRoute("/v1/usage", usage_report, method="GET", operation=Operation(
+        "getUsage",
+        "Requests, cost and errors over the last `days`, with the `limit` most recent requests.",
+        schemas.UsageOut,
+        query=(query_int("days", 1, 365, 30), query_int("limit", 1, 1000, 20)),
+        errors=(400, 401, 500),
+        security=API_KEY_OR_SESSION,
+    )),
+]

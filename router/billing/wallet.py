@@ -2,8 +2,9 @@
 
 Balance is settled money (top-ups minus commits); reserved is money on hold for
 requests in flight; a request is admitted only if balance - reserved covers its estimate
-(and its key's daily and monthly caps). Every change leaves a ledger row, and every
-admitted request a usage row, in the same transaction. Amounts are integer USD micro-dollars.
+(and its key's daily and monthly caps). Every change leaves a ledger row, and a request that
+holds money its usage row, in the same transaction (router/speech/ledger.py writes the row of
+a request that holds none). Amounts are integer USD micro-dollars.
 
 A hold is a lease: the process that owns it renews it while the request runs, so when a
 process dies (kill -9) its holds expire after `reservation_lease_s` and the sweeper of
@@ -45,8 +46,8 @@ def spend_limits(
 
 
 class Reservation:
-    """Money held for one request. A free request (amount 0) holds nothing and writes its
-    usage row when it settles."""
+    """Money held for one request. A free request (amount 0) holds nothing: settling it only
+    marks it settled."""
 
     def __init__(self, store: Store, reservation_id: str, usage: UsageStart, amount_micros: int, held: set[str]) -> None:
         self.id = reservation_id
@@ -79,16 +80,6 @@ class Reservation:
                         logger.error("reservation %s was settled elsewhere before its %s", self.id, state)
                 finally:
                     self._held.discard(self.id)
-            elif outcome is not None:
-                await record_usage(self._store, self.usage, outcome)
-
-
-async def record_usage(store: Store, start: UsageStart, end: UsageEnd) -> None:
-    """A usage row for a request that held no money; a failure here never fails the request."""
-    try:
-        await store.record_usage(start, end)
-    except Exception:
-        logger.exception("could not record usage for %s", start.request_id)
 
 
 class Wallet:

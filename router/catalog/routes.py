@@ -10,7 +10,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from voxrouter.providers.base import AUDIO_FORMATS, Provider, Voice
+from voxrouter.router import schemas
 from voxrouter.router.config import Config
+from voxrouter.router.http.operation import ApiRoute, Operation
 from voxrouter.router.limits import policy as limits
 from voxrouter.router.resilience.health import HealthBoard
 from voxrouter.router.schemas import ModelOut, ProviderOut, StatusOut, VoiceOut, VoicesResponse
@@ -48,12 +50,11 @@ class Catalog:
     def status(self) -> list[StatusOut]:
         out = []
         for provider in self._providers.values():
-            engine_states = getattr(provider, "engine_states", None)
-            if engine_states is None:
+            if not provider.features.per_model_engines:
                 state, reason = self._health.state(provider)
                 out.append(StatusOut(id=provider.id, state=state, reason=reason))  # type: ignore[arg-type]
                 continue
-            for engine_id, _ in engine_states():  # local engines: one line each
+            for engine_id, _ in provider.engine_states():  # local engines: one line each
                 state, reason = self._health.state(provider, engine_id)
                 out.append(StatusOut(id=f"{provider.id}/{engine_id}", state=state, reason=reason))  # type: ignore[arg-type]
         return out
@@ -126,3 +127,23 @@ async def provider_status(request: Request) -> Response:
     gateway = request.app.state.gateway
     await limits.counted(request, await gateway.auth.api_key(request))
     return JSONResponse([s.model_dump(mode="json", exclude_none=True) for s in gateway.catalog.status()])
+
+
+ROUTES = [
+    ApiRoute("/v1/providers", list_providers, method="GET", operation=Operation(
+        "listProviders", "Routable providers and their models.", ("array", schemas.ProviderOut)
+    )),
+    ApiRoute("/v1/voices", list_voices, method="GET", operation=Operation(
+        "listVoices",
+        "The voice catalog merged across providers.",
+        schemas.VoicesResponse,
+        query=(
+            {"name": "provider", "in": "query", "required": False, "schema": {"type": "string"}, "description": "Comma-separated provider ids."},
+            {"name": "language", "in": "query", "required": False, "schema": {"type": "string"}, "description": "Case-insensitive language prefix."},
+            {"name": "gender", "in": "query", "required": False, "schema": {"type": "string"}, "description": "Exact gender label, case-insensitive."},
+        ),
+    )),
+    ApiRoute("/v1/status", provider_status, method="GET", operation=Operation(
+        "providerStatus", "Live health per provider.", ("array", schemas.StatusOut)
+    )),
+]

@@ -10,10 +10,9 @@ from typing import AsyncIterator, Mapping
 import httpx
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from voxrouter.router.accounts import pages as web
+from voxrouter.router.accounts import pages
 from voxrouter.router.accounts import routes as accounts
 from voxrouter.router.billing import routes as billing
 from voxrouter.router.billing import usage
@@ -22,50 +21,29 @@ from voxrouter.router.gateway import running_gateway
 from voxrouter.router.http.errors import EXCEPTION_HANDLERS
 from voxrouter.router.limits.policy import RESPONSE_HEADERS
 from voxrouter.router.ops import liveness, metrics
+from voxrouter.router.ops.logging import bind_request_id, unbind_request_id
 from voxrouter.router.settings import Settings
 from voxrouter.router.speech import route as speech
 
+# The routing table: each area lists its own routes (and documents its API operations beside them).
 ROUTES = [
-    Route("/v1/audio/speech", speech.create_speech, methods=["POST"]),
-    Route("/v1/providers", catalog.list_providers, methods=["GET"]),
-    Route("/v1/voices", catalog.list_voices, methods=["GET"]),
-    Route("/v1/status", catalog.provider_status, methods=["GET"]),
-    Route("/v1/credits", usage.credits, methods=["GET"]),
-    Route("/v1/credits/activity", usage.credit_activity, methods=["GET"]),
-    Route("/v1/usage", usage.usage_report, methods=["GET"]),
-    Route("/v1/auth/register", accounts.register, methods=["POST"]),
-    Route("/v1/auth/login", accounts.login, methods=["POST"]),
-    Route("/v1/auth/device-code", accounts.device_code, methods=["POST"]),
-    Route("/v1/auth/poll", accounts.poll, methods=["POST"]),
-    Route("/v1/auth/device/approve", accounts.approve_device, methods=["POST"]),
-    Route("/v1/auth/whoami", accounts.whoami, methods=["GET"]),
-    Route("/v1/auth/logout", accounts.logout, methods=["POST"]),
-    Route("/v1/keys", accounts.list_keys, methods=["GET"]),
-    Route("/v1/keys", accounts.create_key, methods=["POST"]),
-    Route("/v1/keys/{key_id}", accounts.delete_key, methods=["DELETE"]),
-    Route("/v1/billing/methods", billing.list_methods, methods=["GET"]),
-    Route("/v1/billing/topup", billing.topup, methods=["POST"]),
-    Route("/v1/billing/checkout", billing.checkout, methods=["POST"]),
-    Route("/v1/billing/webhook", billing.webhook, methods=["POST"]),
-    # The device-login page for people (HTML, not part of the API).
-    Route("/device", web.device_page, methods=["GET"], include_in_schema=False),
-    Route("/device/login", web.device_login, methods=["POST"], include_in_schema=False),
-    Route("/device/decide", web.device_decide, methods=["POST"], include_in_schema=False),
-    Route("/device/logout", web.device_logout, methods=["POST"], include_in_schema=False),
-    # For operators: the Prometheus scrape and the Kubernetes probes (not part of the API).
-    Route("/metrics", metrics.metrics_endpoint, methods=["GET"], include_in_schema=False),
-    Route("/healthz", liveness.healthz, methods=["GET"], include_in_schema=False),
-    Route("/readyz", liveness.readyz, methods=["GET"], include_in_schema=False),
-    # Where Stripe Checkout sends the browser back (config billing.success_url / cancel_url).
-    Route("/billing/success", billing.checkout_success, methods=["GET"], include_in_schema=False),
-    Route("/billing/cancel", billing.checkout_cancel, methods=["GET"], include_in_schema=False),
+    *speech.ROUTES,
+    *catalog.ROUTES,
+    *usage.ROUTES,
+    *accounts.ROUTES,
+    *billing.ROUTES,
+    *pages.ROUTES,
+    *metrics.ROUTES,
+    *liveness.ROUTES,
 ]
 
 _CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class RequestIdMiddleware:
-    """Echo a sane `X-Request-Id` from the client or mint one; expose it to handlers.
+    """Echo a sane `X-Request-Id` from the client or mint one; expose it to handlers
+    (`request.state.request_id`) and bind it for the request's log lines (router/ops/logging.py).
+    The speech route records it on the usage row and passes it to upstreams that take one.
 
     Also adds the headers a handler left in `request.state.response_headers` (the
     `X-RateLimit-*` set) to whatever response goes out, error responses included."""
@@ -88,7 +66,12 @@ class RequestIdMiddleware:
                 message["headers"] = [*message.get("headers", []), *extra, (b"x-request-id", request_id.encode("latin-1"))]
             await send(message)
 
+        token = bind_request_id(request_id)
         await self.app(scope, receive, send_with_id)
+        # Unbound only on a normal return: when the app raises, the server error handler and
+        # uvicorn log the failure after this frame, still in this request's own task (uvicorn
+        # runs each request in a task of its own, so the id leaks to no other request).
+        unbind_request_id(token)
 
 
 def create_app(

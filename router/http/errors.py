@@ -39,8 +39,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
-    logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(500, "internal_error", "unexpected server error; the request id identifies it in the logs")
+    # Starlette runs this handler outside the middleware, whose send adds X-Request-Id: add it here.
+    request_id: str | None = getattr(request.state, "request_id", None)
+    logger.exception("unhandled error on %s %s", request.method, request.url.path, extra={"request_id": request_id})
+    if request_id is None:
+        return error_response(500, "internal_error", "unexpected server error")
+    details = f"unexpected server error; request id {request_id} identifies it in the logs"
+    return error_response(500, "internal_error", details, {"X-Request-Id": request_id})
 
 
 EXCEPTION_HANDLERS = {ApiError: _api_error, HTTPException: _http_error, Exception: _unexpected}

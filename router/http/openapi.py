@@ -1,4 +1,4 @@
-"""Generate `openapi.yaml` from the routing table and the pydantic models.
+"""Generate `openapi.yaml` from the routing table (each area's `ApiRoute`s and their operations) and the pydantic models.
 
     python -m voxrouter.router.http.openapi > openapi.yaml
 
@@ -8,16 +8,17 @@ validates live responses against it.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from typing import Any
 
 import yaml
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
+from starlette.routing import BaseRoute, Route
 
 from voxrouter.router import schemas
 from voxrouter.router.http.app import ROUTES
+from voxrouter.router.http.operation import ApiRoute
 
 _ERRORS = {
     400: "invalid_body or invalid_model",
@@ -35,177 +36,33 @@ _ERRORS = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class Operation:
-    operation_id: str
-    summary: str
-    response: type[BaseModel] | tuple[str, type[BaseModel]] | str  # model, ("array", model), or "audio"
-    body: type[BaseModel] | None = None
-    query: tuple[dict[str, Any], ...] = ()
-    errors: tuple[int, ...] = (401, 500)
-    security: tuple[str, ...] = ("apiKey",)  # any of these; () for public routes
-    status: int = 200
-    path_params: tuple[str, ...] = ()
-    notes: tuple[tuple[int, str], ...] = ()  # error descriptions that differ from _ERRORS
-    retry_after: tuple[int, ...] = (429, 503)  # error statuses that carry Retry-After
+# Models that no operation names as its body or response, but the wire uses.
+_EXTRA_MODELS: tuple[type[BaseModel], ...] = (schemas.ErrorBody, schemas.SpeechAudioDelta, schemas.SpeechAudioDone)
 
 
-_SESSION = ("session",)
-_ANY = ("apiKey", "session")
-_POLL_400 = "invalid_body, or an RFC 8628 state: authorization_pending, slow_down, expired_token, access_denied, invalid_device_code"
-_BILLING_NOTES = (
-    (400, "invalid_body (amountCents outside the configured bounds included)"),
-    (502, "upstream_error: Stripe failed or could not be reached"),
-    (503, "billing_not_configured: the gateway has no STRIPE_API_KEY"),
-)
-_STRIPE_SIGNATURE = {
-    "name": "Stripe-Signature",
-    "in": "header",
-    "required": True,
-    "schema": {"type": "string"},
-    "description": "t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.<raw body>' keyed with the webhook secret>",
-}
-_LIMIT = {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}}
+def api_routes(routes: list[BaseRoute] = ROUTES) -> list[ApiRoute]:
+    """The API's routes; a route in the schema that carries no operation is a mistake, not a gap."""
+    undocumented = [r.path for r in routes if isinstance(r, Route) and r.include_in_schema and not isinstance(r, ApiRoute)]
+    if undocumented:
+        raise RuntimeError(f"routes without an OpenAPI operation (use ApiRoute, or include_in_schema=False): {undocumented}")
+    return [route for route in routes if isinstance(route, ApiRoute)]
 
-OPERATIONS: dict[tuple[str, str], Operation] = {
-    ("/v1/audio/speech", "post"): Operation(
-        "createSpeech",
-        "Synthesize speech; the body streams raw audio (or SSE events when stream_format is sse).",
-        "audio",
-        body=schemas.SpeechRequest,
-        errors=(400, 401, 402, 413, 500, 502, 503, 504),
-    ),
-    ("/v1/providers", "get"): Operation("listProviders", "Routable providers and their models.", ("array", schemas.ProviderOut)),
-    ("/v1/voices", "get"): Operation(
-        "listVoices",
-        "The voice catalog merged across providers.",
-        schemas.VoicesResponse,
-        query=(
-            {"name": "provider", "in": "query", "required": False, "schema": {"type": "string"}, "description": "Comma-separated provider ids."},
-            {"name": "language", "in": "query", "required": False, "schema": {"type": "string"}, "description": "Case-insensitive language prefix."},
-            {"name": "gender", "in": "query", "required": False, "schema": {"type": "string"}, "description": "Exact gender label, case-insensitive."},
-        ),
-    ),
-    ("/v1/status", "get"): Operation("providerStatus", "Live health per provider.", ("array", schemas.StatusOut)),
-    ("/v1/credits", "get"): Operation("getCredits", "Wallet snapshot in USD micro-dollars.", schemas.CreditsOut, security=_ANY),
-    ("/v1/credits/activity", "get"): Operation(
-        "listCreditActivity", "Ledger rows, newest first.", ("array", schemas.ActivityOut), query=(_LIMIT,), errors=(400, 401, 500),
-        security=_ANY,
-    ),
-    ("/v1/usage", "get"): Operation(
-        "getUsage",
-        "Requests, cost and errors over the last `days`, with the `limit` most recent requests.",
-        schemas.UsageOut,
-        query=(
-            {"name": "days", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 365, "default": 30}},
-            {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 20}},
-        ),
-        errors=(400, 401, 500),
-        security=_ANY,
-    ),
-    ("/v1/auth/register", "post"): Operation(
-        "register", "Create an organization and its first user; returns a session.", schemas.RegisterOut,
-        body=schemas.RegisterRequest, errors=(400, 403, 409, 413, 429, 500), security=(), status=201,
-    ),
-    ("/v1/auth/login", "post"): Operation(
-        "login", "Email and password to a session (throttled per client, and per client and email).", schemas.SessionOut,
-        body=schemas.LoginRequest, errors=(400, 401, 413, 429, 500), security=(),
-    ),
-    ("/v1/auth/device-code", "post"): Operation(
-        "createDeviceCode", "Start an RFC 8628 device login (400 when the Host is not trusted and auth.public_url is unset).",
-        schemas.DeviceCodeOut, errors=(400, 500), security=()
-    ),
-    ("/v1/auth/poll", "post"): Operation(
-        "pollDeviceCode", "Poll a device login; a session once the user approved.", schemas.SessionOut,
-        body=schemas.PollRequest, errors=(400, 413, 500), security=(), notes=((400, _POLL_400),),
-    ),
-    ("/v1/auth/device/approve", "post"): Operation(
-        "decideDeviceCode", "Approve (or deny) a pending device login as the signed-in user.", schemas.DeviceDecisionOut,
-        body=schemas.DeviceDecision, errors=(400, 401, 404, 413, 500), security=_SESSION,
-    ),
-    ("/v1/auth/whoami", "get"): Operation("whoami", "Who the credentials belong to.", schemas.WhoAmIOut, security=_ANY),
-    ("/v1/auth/logout", "post"): Operation(
-        "logout", "Revoke the calling session (idempotent).", schemas.LogoutOut, security=_SESSION
-    ),
-    ("/v1/keys", "get"): Operation(
-        "listKeys", "The organization's API keys (no secrets).", ("array", schemas.KeyOut), security=_SESSION
-    ),
-    ("/v1/keys", "post"): Operation(
-        "createKey", "Mint an API key; the secret is shown only in this response.", schemas.CreatedKeyOut,
-        body=schemas.CreateKeyRequest, errors=(400, 401, 409, 413, 500), security=_SESSION, status=201,
-    ),
-    ("/v1/keys/{key_id}", "delete"): Operation(
-        "revokeKey", "Revoke a key; only its creator may.", schemas.RevokedKeyOut,
-        errors=(401, 403, 404, 500), security=_SESSION, path_params=("key_id",),
-    ),
-    ("/v1/billing/methods", "get"): Operation(
-        "listPaymentMethods", "The organization's saved cards (Stripe).", ("array", schemas.PaymentMethodOut),
-        errors=(401, 500, 502, 503), security=_SESSION, notes=_BILLING_NOTES, retry_after=(),
-    ),
-    ("/v1/billing/topup", "post"): Operation(
-        "topUp", "Charge a saved card off-session; the webhook credits the wallet once the payment succeeds.", schemas.TopupOut,
-        body=schemas.TopupRequest, errors=(400, 401, 402, 404, 409, 413, 500, 502, 503), security=_SESSION,
-        notes=(*_BILLING_NOTES, (402, "stripe_3ds_required (the card needs its holder: use checkout) or card_declined"),
-               (404, "not_found: no such saved card in the organization"),
-               (409, "conflict: the idempotencyKey was used before with another amount or card")),
-        retry_after=(),
-    ),
-    ("/v1/billing/checkout", "post"): Operation(
-        "createCheckout", "A Stripe Checkout page to buy credits in the browser, with the bonus of the amount's tier.",
-        schemas.CheckoutOut, body=schemas.CheckoutRequest, errors=(400, 401, 413, 500, 502, 503), security=_SESSION,
-        notes=_BILLING_NOTES, retry_after=(),
-    ),
-    ("/v1/billing/webhook", "post"): Operation(
-        "stripeWebhook", "Stripe's events, authenticated by the Stripe-Signature header; credits and reversals apply once.",
-        schemas.WebhookOut, errors=(400, 413, 500, 503), security=(), query=(_STRIPE_SIGNATURE,),
-        notes=((400, "invalid_signature (missing, wrong or older than the tolerance; nothing is done) or invalid_body"),
-               (503, "billing_not_configured: no STRIPE_WEBHOOK_SECRET")),
-        retry_after=(),
-    ),
-}
 
-_MODELS: list[type[BaseModel]] = [
-    schemas.SpeechRequest,
-    schemas.ErrorBody,
-    schemas.VoicesResponse,
-    schemas.ProviderOut,
-    schemas.StatusOut,
-    schemas.CreditsOut,
-    schemas.ActivityOut,
-    schemas.SpeechAudioDelta,
-    schemas.SpeechAudioDone,
-    schemas.UsageOut,
-    schemas.RegisterRequest,
-    schemas.RegisterOut,
-    schemas.LoginRequest,
-    schemas.SessionOut,
-    schemas.DeviceCodeOut,
-    schemas.PollRequest,
-    schemas.DeviceDecision,
-    schemas.DeviceDecisionOut,
-    schemas.WhoAmIOut,
-    schemas.LogoutOut,
-    schemas.CreateKeyRequest,
-    schemas.KeyOut,
-    schemas.CreatedKeyOut,
-    schemas.RevokedKeyOut,
-    schemas.PaymentMethodOut,
-    schemas.TopupRequest,
-    schemas.TopupOut,
-    schemas.CheckoutRequest,
-    schemas.CheckoutOut,
-    schemas.WebhookOut,
-]
-_REQUEST_MODELS = {
-    schemas.SpeechRequest,
-    schemas.RegisterRequest,
-    schemas.LoginRequest,
-    schemas.PollRequest,
-    schemas.DeviceDecision,
-    schemas.CreateKeyRequest,
-    schemas.TopupRequest,
-    schemas.CheckoutRequest,
-}
+def _models(routes: list[ApiRoute]) -> tuple[list[type[BaseModel]], set[type[BaseModel]]]:
+    """Every model the operations name, in the routing table's order, and which are request bodies."""
+    models: list[type[BaseModel]] = []
+    requests: set[type[BaseModel]] = set()
+    for route in routes:
+        op = route.operation
+        response = op.response[1] if isinstance(op.response, tuple) else op.response
+        for model in (op.body, response):
+            if isinstance(model, type) and model not in models:
+                models.append(model)
+        if op.body is not None:
+            requests.add(op.body)
+    models += [model for model in _EXTRA_MODELS if model not in models]
+    return models, requests
+
 
 _RATE_HEADERS = {
     "X-RateLimit-Limit": {"schema": {"type": "integer"}, "description": "The key's requests per minute."},
@@ -227,9 +84,10 @@ def _response_schema(response: Any) -> dict[str, Any]:
     return _ref(response)
 
 
-def _operation(op: Operation) -> dict[str, Any]:
+def _operation(route: ApiRoute) -> dict[str, Any]:
+    op = route.operation
     out: dict[str, Any] = {"operationId": op.operation_id, "summary": op.summary, "security": [{name: []} for name in op.security]}
-    parameters = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in op.path_params]
+    parameters = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}} for p in route.param_convertors]
     if parameters or op.query:
         out["parameters"] = parameters + list(op.query)
     if op.body is not None:
@@ -268,22 +126,15 @@ def _operation(op: Operation) -> dict[str, Any]:
 
 
 def build_spec() -> dict[str, Any]:
-    routed = {
-        (route.path, method.lower())
-        for route in ROUTES
-        if route.include_in_schema  # the HTML pages are not API operations
-        for method in (route.methods or ())
-        if method != "HEAD"
-    }
-    if routed != set(OPERATIONS):
-        raise RuntimeError(f"routes and OpenAPI operations differ: {sorted(routed ^ set(OPERATIONS))}")
+    routes = api_routes()
+    models, requests = _models(routes)
     _, definitions = models_json_schema(
-        [(model, "validation" if model in _REQUEST_MODELS else "serialization") for model in _MODELS],
-        ref_template="#/components/schemas/{model}"
+        [(model, "validation" if model in requests else "serialization") for model in models],
+        ref_template="#/components/schemas/{model}",
     )
     paths: dict[str, dict[str, Any]] = {}
-    for (path, method), op in OPERATIONS.items():
-        paths.setdefault(path, {})[method] = _operation(op)
+    for route in routes:
+        paths.setdefault(route.path, {})[route.method] = _operation(route)
     return {
         "openapi": "3.1.0",
         "info": {

@@ -11,6 +11,7 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 CHECK_TIMEOUT_S = 2.0
 
@@ -23,10 +24,11 @@ async def readyz(request: Request) -> Response:
     gateway = request.app.state.gateway
     checks: dict[str, str] = {}
     checks["database"], checks["migrations"] = await _database(gateway.store)
-    if hasattr(gateway.limits, "ping"):
-        checks["redis"] = await _check(gateway.limits.ping())
+    if gateway.limits.service is not None:  # limits shared through Redis
+        checks[gateway.limits.service] = await _check(gateway.limits.ping())
     for provider in gateway.providers.values():
-        for engine_id, reason in _preloaded_engines(provider):
+        # Engines the config preloads must be loaded (or known to be missing) before traffic.
+        for engine_id, reason in provider.preload_states():
             checks[f"engine:{engine_id}"] = reason or "ok"
     ready = all(value == "ok" for value in checks.values())
     return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks}, status_code=200 if ready else 503)
@@ -48,7 +50,8 @@ async def _check(ping: Any) -> str:
     return "ok"
 
 
-def _preloaded_engines(provider: Any) -> list[tuple[str, str | None]]:
-    """Engines the config preloads must be loaded (or known to be missing) before traffic."""
-    loading = getattr(provider, "preload_states", None)
-    return loading() if loading is not None else []
+# The Kubernetes probes, for operators (not part of the API).
+ROUTES = [
+    Route("/healthz", healthz, methods=["GET"], include_in_schema=False),
+    Route("/readyz", readyz, methods=["GET"], include_in_schema=False),
+]

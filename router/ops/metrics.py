@@ -9,7 +9,6 @@ by the workers): prometheus-client then keeps each worker's values in files ther
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -22,6 +21,9 @@ from prometheus_client import (
 )
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
+
+from voxrouter.providers.base import Provider
 
 # Speech: from tens of milliseconds to first audio up to half a minute for a long stream.
 _SECONDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -46,15 +48,17 @@ FALLBACKS = Counter("voxrouter_fallback_attempts", "Targets that failed or were 
 BREAKER_VALUES = {"closed": 0, "half-open": 1, "open": 2}
 
 
-def observe_engines(providers: dict[str, Any]) -> None:
+def observe_engines(providers: dict[str, Provider]) -> None:
     """Copy the local engines' live queue state into the gauges (called at scrape time)."""
     for provider in providers.values():
-        gates = getattr(provider, "engine_gates", None)
-        if gates is None:
-            continue
-        for engine_id, gate in gates().items():
-            ENGINE_QUEUE.labels(engine_id).set(gate.waiting)
-            ENGINE_BUSY.labels(engine_id).set(gate.active)
+        for engine_id, load in provider.engine_loads().items():
+            ENGINE_QUEUE.labels(engine_id).set(load.waiting)
+            ENGINE_BUSY.labels(engine_id).set(load.active)
+
+
+def observe_engine_rtf(engine_id: str, rtf: float) -> None:
+    """One inference's real-time factor (a `providers.base.RtfObserver`)."""
+    ENGINE_RTF.labels(engine_id).observe(rtf)
 
 
 async def metrics_endpoint(request: Request) -> Response:
@@ -74,3 +78,7 @@ def process_exiting() -> None:
     """A worker's live gauges leave the sum when it stops (multi-process mode only)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.mark_process_dead(os.getpid())
+
+
+# The Prometheus scrape, for operators (not part of the API).
+ROUTES = [Route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)]

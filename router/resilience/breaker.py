@@ -26,7 +26,7 @@ from typing import Literal
 import pybreaker
 
 from voxrouter.providers.base import ErrorKind, ProviderError
-from voxrouter.router.config import BreakerSpec
+from voxrouter.providers.spec import BreakerSpec
 
 logger = logging.getLogger("voxrouter.breaker")
 
@@ -98,12 +98,13 @@ class Circuit:
         return self._tenant_blocked(org)
 
     def _tenant_blocked(self, org: str | None) -> CircuitOpen | None:
-        until = self._tenant_open_until.get(org) if org is not None else None
+        tenant = org or ""  # as _record keys it: calls on behalf of no organization are one tenant
+        until = self._tenant_open_until.get(tenant)
         if until is None:
             return None
         wait = until - time.monotonic()
         if wait <= 0:
-            del self._tenant_open_until[org]  # type: ignore[arg-type]
+            del self._tenant_open_until[tenant]
             return None
         return CircuitOpen(self.name, "circuit_open", wait)
 

@@ -22,8 +22,9 @@ from typing import Any, AsyncIterator
 import anyio
 
 from voxrouter.providers.base import ErrorKind, Provider, ProviderError, SynthesisRequest, Voice
+from voxrouter.providers.spec import ModelSpec, audio_cost_micros, estimate_cost_micros
 from voxrouter.router.catalog.routes import Catalog
-from voxrouter.router.config import Config, ModelSpec, RetrySpec, audio_cost_micros, estimate_cost_micros
+from voxrouter.router.config import Config, RetrySpec
 from voxrouter.router.http.errors import ApiError
 from voxrouter.router.resilience.breaker import CircuitOpen, Ticket
 from voxrouter.router.resilience.health import HealthBoard

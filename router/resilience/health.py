@@ -40,7 +40,7 @@ class _Probe:
 
 def circuit_id(provider: Provider, model_id: str) -> str:
     """Local providers break per engine; a remote provider is one upstream."""
-    return f"{provider.id}/{model_id}" if hasattr(provider, "engine_states") else provider.id
+    return f"{provider.id}/{model_id}" if provider.features.per_model_engines else provider.id
 
 
 class HealthBoard:
@@ -82,7 +82,7 @@ class HealthBoard:
         interval = self._config.resilience.probe_interval_s
         due = []
         for provider in self._providers.values():
-            if not provider.configured:
+            if not provider.configured or not provider.features.health_probe:
                 continue
             waiting = [c for c in self._circuits.values() if _belongs(c, provider) and c.state == "open" and c.retry_after_s() == 0]
             last = self._probes.get(provider.id)

@@ -1,6 +1,6 @@
 """PostgreSQL store (asyncpg): for several gateway replicas sharing one database.
 
-The transaction bodies are the ones in `sql.py`; this module only turns their `?`
+The transaction bodies are the ones in `sql/`; this module only turns their `?`
 placeholders into `$n` and runs each body in a transaction on a pooled connection.
 Conditional single-row UPDATEs keep the wallet consistent under READ COMMITTED; a
 deadlock or serialization failure is retried.

@@ -1,7 +1,7 @@
 """SQLite store (aiosqlite, WAL): the embedded default.
 
 One connection per process, driven by aiosqlite's worker thread. Each transaction body
-from `sql.py` runs whole on that thread inside `BEGIN IMMEDIATE`: one thread hop per
+from `sql/` runs whole on that thread inside `BEGIN IMMEDIATE`: one thread hop per
 operation, atomic against this process's other requests (the thread runs one function at
 a time) and, through SQLite's write lock, against other processes.
 """

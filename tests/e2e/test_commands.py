@@ -26,11 +26,16 @@ import respx
 from click.testing import CliRunner
 
 from tests.audio_checks import decoded_duration_s
-from tests.conftest import emulated_config, running_gateway
+from tests.conftest import Gateway, emulated_config, running_gateway
+from tests.emulators import stripe_emu
+from tests.emulators.server import LoopbackServer
+from tests.emulators.stripe_emu import StripeState
 from tests.processes import ROOT, clean_env, free_port
 from voxrouter import saved_login as cli_config
 from voxrouter import user_commands as commands
 from voxrouter.cli import main
+from voxrouter.router.http.app import create_app
+from voxrouter.router.settings import Settings
 
 PASSWORD = "correct horse battery"
 SPEECH = ("--voice", "alloy", "--model", "openai/tts-1")
@@ -263,11 +268,8 @@ def test_usage_errors_exit_2_before_any_network_call(tmp_path):
         (["keys", "create"], {}, "Missing argument 'NAME'"),
         (["keys", "create", "ci", "--daily-limit-usd", "-1"], {}, "non-negative"),
         (["billing", "balance"], {}, "run `voxrouter login`"),
-        (["billing", "topup", "--amount", "5"], {}, "must be from $10 to $1000"),
-        (["billing", "topup", "--amount", "1000.01"], {}, "must be from $10 to $1000"),
         (["billing", "topup", "--amount", "12.345"], {}, "whole cents"),
         (["billing", "topup", "--amount", "ten"], {}, "not an amount in dollars"),
-        (["billing", "checkout", "--amount", "4.99"], {}, "must be from $5 to $1000"),
         (["billing", "topup", "--amount", "25", "--payment-method", "card_1"], {}, "pm_"),
         (["login", "--timeout", "0"], {}, "0 is not in the range x>=1"),
         (["--base-url", "ftp://example.test", "voices"], {}, "must be an http:// or https:// URL"),
@@ -373,6 +375,39 @@ def test_a_401_on_a_session_command_hints_at_login(vox, gateway, monkeypatch):
         assert run.code == 1 and run.raw == b""
         assert len(_lines(run.err)) == 2 and run.err.startswith("Error 401 unauthorized - "), run.err
         assert _lines(run.err)[1] == "Hint: run `voxrouter login`"
+
+
+@pytest.fixture
+def stripe_gateway(emulators, tmp_path) -> Iterator[tuple[Gateway, StripeState]]:
+    """A SQLite gateway that takes payments, through a loopback Stripe emulator."""
+    state = StripeState(api_key=f"sk_test_{uuid.uuid4().hex}")
+    with LoopbackServer(stripe_emu.create_app(state)) as stripe:
+        settings = Settings(
+            database_url=f"sqlite:///{tmp_path / 'billing.db'}",
+            config=emulated_config(emulators),
+            stripe_api_key=state.api_key,
+            stripe_webhook_secret=f"whsec_test_{uuid.uuid4().hex}",
+            stripe_api_base=stripe.url,
+        )
+        with LoopbackServer(create_app(settings), lifespan="on") as server:
+            yield Gateway(server, settings), state
+
+
+def test_billing_amounts_out_of_bounds_are_refused_by_the_gateway(stripe_gateway, tmp_path, monkeypatch):
+    # The bounds are the gateway's config (`billing:`); the CLI keeps no copy and shows the refusal.
+    gateway, stripe = stripe_gateway
+    vox = _cli(tmp_path, VOXROUTER_BASE_URL=gateway.url)
+    _save_session(vox, gateway.url, _register(gateway.url)["session_token"], monkeypatch)
+    topup_bounds = "Error 400 invalid_body - amountCents: must be from 1000 to 100000 ($10.00 to $1,000.00)\n"
+    cases = [
+        (["billing", "topup", "--amount", "5", "--payment-method", "pm_1"], topup_bounds),
+        (["billing", "topup", "--amount", "1000.01", "--payment-method", "pm_1"], topup_bounds),
+        (["billing", "checkout", "--amount", "4.99"], "Error 400 invalid_body - amountCents: must be from 500 to 100000 ($5.00 to $1,000.00)\n"),
+    ]
+    runs = _parallel(vox, [args for args, _ in cases])
+    for (args, message), run in zip(cases, runs):
+        assert (run.code, run.err, run.raw) == (1, message, b""), args
+    assert stripe.calls == [] and stripe.intents_created == 0  # refused before any payment was started
 
 
 # --- device login -----------------------------------------------------------------------------

@@ -13,8 +13,8 @@ import httpx
 from tests.conftest import emulated_config
 from tests.databases import fresh_database, query
 from tests.processes import GatewayProcess, write_config
-from voxrouter.cli import _create_key
-from voxrouter.router.config import estimate_cost_micros
+from voxrouter.providers.spec import estimate_cost_micros
+from voxrouter.router.server_commands import create_key
 from voxrouter.router.settings import Settings
 
 LEASE_S = 2.0
@@ -69,7 +69,7 @@ def test_kill_9_mid_stream_then_restart_refunds_every_hold_once(emulators, datab
     state = emulators["openai"].state
     with fresh_database(database_engine, tmp_path) as db:
         org = f"crash-{uuid.uuid4().hex[:8]}"
-        key = asyncio.run(_create_key(Settings(database_url=db), org, "crash", CREDIT))
+        key = asyncio.run(create_key(Settings(database_url=db), org, "crash", CREDIT))
         org_id = _one(db, "SELECT id FROM orgs WHERE name = ?", org)[0]
         headers = {"Authorization": f"Bearer {key}"}
         first = GatewayProcess(config_path, db, tmp_path / "first.log")

@@ -20,14 +20,11 @@ from typing import Any, Iterator
 import httpx
 import numpy as np
 import pytest
-import yaml
-from click.testing import CliRunner
 
 from tests.audio_checks import decoded_duration_s, pcm_rms
 from tests.conftest import emulated_config, running_gateway
 from tests.emulators.server import LoopbackServer
-from voxrouter.cli import main as cli_main
-from voxrouter.local_engines.base import EngineVoice, Utterance
+from voxrouter.local_engines.base import EngineBase, EngineVoice, Utterance
 from voxrouter.local_engines.registry import build_engine
 from voxrouter.local_engines.runner import EngineRunner, RunnerSettings
 from voxrouter.router.engine_node import create_engine_app
@@ -48,10 +45,12 @@ def piper_runner(settings: RunnerSettings = RunnerSettings()) -> EngineRunner:
     return EngineRunner(build_engine("piper", "piper", {"threads": 1}), settings)
 
 
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, str]:
+def assert_error(response: httpx.Response, status: int, code: str, reason: str | None = None) -> dict[str, str]:
+    """The error body: `error` and `details`, plus the `reason` the gateway reads where one is given."""
     assert response.status_code == status, (response.headers.get("content-type"), response.content[:300])
     body = response.json()
-    assert set(body) == {"error", "details"} and body["error"] == code, body
+    assert set(body) == {"error", "details"} | ({"reason"} if reason else set()) and body["error"] == code, body
+    assert body.get("reason") == reason, body
     return body
 
 
@@ -158,7 +157,7 @@ def test_engine_not_installed_is_a_503_the_gateway_recognises():
     assert runner.missing()  # this machine has no Chatterbox weights
     with LoopbackServer(create_engine_app({"chatterbox": runner}), lifespan="on") as server:
         response = httpx.post(server.url + "/v1/audio/speech", json=speech_body(model="chatterbox", voice="default"), timeout=30)
-        body = assert_error(response, 503, "provider_unavailable")
+        body = assert_error(response, 503, "provider_unavailable", reason="model_not_installed")
         assert "model_not_installed" in body["details"]
         assert int(response.headers["retry-after"]) >= 1
         status = httpx.get(server.url + "/v1/status").json()
@@ -166,7 +165,7 @@ def test_engine_not_installed_is_a_503_the_gateway_recognises():
         assert httpx.get(server.url + "/v1/voices").json() == {"voices": []}
 
 
-class FakeEngine:
+class FakeEngine(EngineBase):
     """Speaks a tone per piece; `fail_at` makes the n-th synthesize call (1-based) raise."""
 
     id = "fake"
@@ -229,7 +228,7 @@ def test_engine_that_failed_to_load_is_unavailable():
     with LoopbackServer(create_engine_app({"fake": runner}), lifespan="on") as server:  # starts despite the failure
         assert httpx.get(server.url + "/v1/status").json() == [{"id": "fake", "state": "unavailable", "reason": "model_not_installed"}]
         response = httpx.post(server.url + "/v1/audio/speech", json=speech_body(model="fake", voice="tone"), timeout=30)
-    body = assert_error(response, 503, "provider_unavailable")
+    body = assert_error(response, 503, "provider_unavailable", reason="model_not_installed")
     assert "model_not_installed" in body["details"] and "secret" not in body["details"]
 
 
@@ -377,25 +376,6 @@ def test_gateway_speaks_through_a_remote_engine(emulators, tmp_path):
                 assert status["local/chatterbox"]["state"] == "unavailable"
                 assert status["local/chatterbox"]["reason"] == "model_not_installed"
                 assert status["local/piper"]["state"] != "unavailable"
-
-
-# --- the command ----------------------------------------------------------------------------------------
-
-
-def test_cli_unknown_engine_is_a_usage_error(tmp_path, monkeypatch):
-    monkeypatch.delenv("VOXROUTER_CONFIG", raising=False)
-    result = CliRunner().invoke(cli_main, ["engine", "serve", "--engine", "nope"])
-    assert result.exit_code == 2, result.output
-    assert "unknown engine 'nope'" in result.output and "kokoro" in result.output and "piper" in result.output
-
-    # The engines come from the config given (here through VOXROUTER_CONFIG).
-    raw = yaml.safe_load(Path(ROOT / "config" / "default.yaml").read_text())
-    raw["providers"]["local"]["options"]["engines"] = {"joe": {"engine": "piper"}}
-    path = tmp_path / "engines.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    monkeypatch.setenv("VOXROUTER_CONFIG", str(path))
-    result = CliRunner().invoke(cli_main, ["engine", "serve", "--engine", "piper"])
-    assert result.exit_code == 2 and "configured: joe" in result.output, result.output
 
 
 def _free_port() -> int:

@@ -13,8 +13,8 @@ import pytest
 from tests.conftest import emulated_config
 from tests.databases import fresh_database, postgres_unavailable, query
 from tests.processes import GatewayProcess, write_config
-from voxrouter.cli import _create_key
-from voxrouter.router.config import estimate_cost_micros
+from voxrouter.providers.spec import estimate_cost_micros
+from voxrouter.router.server_commands import create_key
 from voxrouter.router.settings import Settings
 
 pytestmark = pytest.mark.skipif(bool(postgres_unavailable()), reason=postgres_unavailable() or "")
@@ -56,7 +56,7 @@ def test_two_replicas_share_one_wallet_without_overspending(emulators, tmp_path)
     state.reset(stream_time_s=0.3, audio_duration_s=0.2)  # long enough for the admitted ones to overlap
     with fresh_database("postgres", tmp_path) as db:
         org = f"replicas-{uuid.uuid4().hex[:8]}"
-        key = asyncio.run(_create_key(Settings(database_url=db), org, "replicas", CREDIT))
+        key = asyncio.run(create_key(Settings(database_url=db), org, "replicas", CREDIT))
         org_id = query(db, "SELECT id FROM orgs WHERE name = ?", org)[0][0]
         a = GatewayProcess(config_path, db, tmp_path / "a.log")
         b = GatewayProcess(config_path, db, tmp_path / "b.log")

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import Emulator, emulated_config
 from tests.databases import REDIS_URL, delete_redis_prefix, fresh_database, postgres_unavailable, query, redis_unavailable
 from tests.processes import GatewayProcess, write_config
-from voxrouter.cli import _create_key
+from voxrouter.router.server_commands import create_key
 from voxrouter.router.settings import Settings
 
 REQUESTS = 3_000
@@ -69,7 +69,7 @@ def test_three_replicas_share_limits_wallet_and_add_up_metrics(tmp_path: Path, e
     config_path = write_config(emulated_config(emulators), tmp_path / "config.yaml")
     with fresh_database("postgres", tmp_path) as database_url:
         key = asyncio.run(
-            _create_key(Settings(database_url=database_url), "scale", "key", CREDIT_MICROS, requests_per_minute=RPM, max_concurrency=CONCURRENCY)
+            create_key(Settings(database_url=database_url), "scale", "key", CREDIT_MICROS, requests_per_minute=RPM, max_concurrency=CONCURRENCY)
         )
         env = {"VOXROUTER_REDIS_URL": REDIS_URL, "VOXROUTER_REDIS_PREFIX": prefix}
         replicas = [GatewayProcess(config_path, database_url, tmp_path / f"gw{i}.log", env=env) for i in range(3)]

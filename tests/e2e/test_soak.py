@@ -20,7 +20,8 @@ import pytest
 
 from tests.conftest import Emulator, emulated_config, running_gateway
 from tests.databases import query
-from voxrouter.router.config import AliasSpec, BreakerSpec, RetrySpec
+from voxrouter.providers.spec import BreakerSpec
+from voxrouter.router.config import AliasSpec, RetrySpec
 
 REQUESTS = 5_000
 CONCURRENCY = 100

@@ -12,11 +12,10 @@ import pytest
 
 from tests.conftest import emulated_config, running_gateway
 from tests.databases import query
+from voxrouter.providers.spec import estimate_cost_micros
 from voxrouter.router.accounts.auth import hash_secret
-from voxrouter.router.accounts.passwords import hash_password_sync, verify_password_sync
-from voxrouter.router.config import estimate_cost_micros
+from voxrouter.router.accounts.passwords import verify_password_sync
 from voxrouter.router.store import open_store
-from voxrouter.router.store.migrations import migrations, statements
 
 PASSWORD = "correct horse battery"
 
@@ -261,20 +260,3 @@ def test_every_failed_request_leaves_a_usage_row(gateway):
     for bad in ("days=0", "days=366", "limit=0", "limit=1001", "days=x"):
         response = httpx.get(gateway.url + f"/v1/usage?{bad}", headers=headers)
         assert response.status_code == 400 and response.json()["error"] == "invalid_body"
-
-
-def test_both_dialects_have_the_same_migrations():
-    sqlite, postgres = migrations("sqlite"), migrations("postgres")
-    assert [v for v, _ in sqlite] == [v for v, _ in postgres]
-
-    def shape(sql: str) -> list[str]:
-        # Statement by statement, the same tables and columns; only the types may differ.
-        return [" ".join(s.replace("BIGINT", "INTEGER").split()[:3]) for s in statements(sql)]
-
-    for (_, a), (_, b) in zip(sqlite, postgres):
-        assert shape(a) == shape(b)
-
-
-def test_password_hashes_are_salted():
-    assert hash_password_sync("same password") != hash_password_sync("same password")
-    assert not verify_password_sync("x", "garbage") and not verify_password_sync("x", None)

@@ -22,7 +22,8 @@ import pytest
 import redis
 
 from tests.databases import REDIS_URL, redis_unavailable
-from voxrouter.router.limits.state import Admission, KeyLimits, LimitState, Slot, open_limit_state
+from tests.limit_support import FakeClock, drain
+from voxrouter.router.limits.state import KeyLimits, LimitState, Slot, open_limit_state
 from voxrouter.router.limits.state.memory import MemoryLimitState
 from voxrouter.router.limits.state.redis import RedisLimitState
 
@@ -88,20 +89,6 @@ async def redis_backend() -> AsyncIterator[Backend]:
         yield opened
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-async def _drain(state: LimitState, key: str, limits: KeyLimits, most: int = 10_000) -> int:
-    """Admit until refused; how many passed."""
-    for passed in range(most):
-        if not (await state.admit(key, limits)).allowed:
-            return passed
-    raise AssertionError(f"{most} requests passed a limit of {limits}")
 
 
 async def test_requests_per_minute_admits_the_limit_then_refuses_with_headers(backend):
@@ -138,25 +125,12 @@ async def test_no_limits_admits_everything_and_sends_no_rate_headers(backend):
         KeyLimits(requests_per_minute=-1)
 
 
-async def test_memory_buckets_refill_with_the_clock():
-    clock = FakeClock()
-    state = MemoryLimitState(clock=clock)
-    limits = KeyLimits(requests_per_minute=60)  # one a second
-    assert await _drain(state, "k", limits) == 60
-    clock.now += 2.5
-    assert await _drain(state, "k", limits) == 2
-    refused = await state.admit("k", limits)
-    assert refused.retry_after_s == pytest.approx(0.5)
-    clock.now += 3600
-    assert (await state.admit("k", limits)).remaining == 59  # refill stops at the capacity
-
-
 async def test_redis_buckets_refill_with_the_server_clock(redis_backend):
     state = await redis_backend.new()
     limits = KeyLimits(requests_per_minute=600)  # ten a second
-    assert 600 <= await _drain(state, "k", limits) <= 610
+    assert 600 <= await drain(state, "k", limits) <= 610
     await asyncio.sleep(0.25)
-    assert 2 <= await _drain(state, "k", limits) <= 3
+    assert 2 <= await drain(state, "k", limits) <= 3
 
 
 async def test_characters_per_minute(backend):
@@ -375,16 +349,3 @@ async def test_open_limit_state_picks_the_backend():
     shared = await open_limit_state(REDIS_URL, lease_s=5.0)
     assert isinstance(shared, RedisLimitState) and shared.lease_s == 5.0
     await shared.aclose()
-
-
-def test_headers_round_retry_after_up_to_whole_seconds():
-    refused = Admission(False, "rate_limited", 10, 0, 1_700_000_000, 0.2, 100, 0, None)
-    assert refused.headers() == {
-        "X-RateLimit-Limit": "10",
-        "X-RateLimit-Remaining": "0",
-        "X-RateLimit-Reset": "1700000000",
-        "X-RateLimit-Limit-Characters": "100",
-        "X-RateLimit-Remaining-Characters": "0",
-        "Retry-After": "1",
-    }
-    assert Admission(False, "rate_limited", 10, 0, 0, 12.01, None, None, None).headers()["Retry-After"] == "13"

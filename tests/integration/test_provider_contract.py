@@ -15,7 +15,8 @@ from tests.emulators.behaviour import Behaviour, EmulatorState
 from tests.emulators.server import LoopbackServer
 from voxrouter.providers import build_provider
 from voxrouter.providers.base import ErrorKind, Provider, ProviderError, SynthesisRequest
-from voxrouter.router.config import ProviderSpec, load_config
+from voxrouter.providers.spec import ProviderSpec
+from voxrouter.router.config import load_config
 
 KEY = "contract-test-key"
 

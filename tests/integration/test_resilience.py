@@ -15,7 +15,8 @@ import pytest
 
 from tests.conftest import FIRST_BYTE_TIMEOUT_S, Emulator, Gateway, emulated_config, running_gateway
 from tests.databases import query
-from voxrouter.router.config import AliasSpec, BreakerSpec, Config, RetrySpec
+from voxrouter.providers.spec import BreakerSpec
+from voxrouter.router.config import AliasSpec, Config, RetrySpec
 
 CREDIT_MICROS = 5_000_000
 TEXT = "Hello there, this is a resilience test."

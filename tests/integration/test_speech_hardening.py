@@ -13,8 +13,9 @@ import pytest
 
 from tests.conftest import Emulator, Gateway, emulated_config, running_gateway
 from tests.databases import query
+from voxrouter.providers.spec import BreakerSpec, ModelSpec, audio_cost_micros, estimate_cost_micros
 from voxrouter.router.accounts.auth import hash_secret
-from voxrouter.router.config import BreakerSpec, Config, ModelSpec, RetrySpec, audio_cost_micros, estimate_cost_micros
+from voxrouter.router.config import Config, RetrySpec
 
 CREDIT_MICROS = 5_000_000
 
@@ -144,17 +145,6 @@ def test_a_voice_id_cannot_climb_the_upstream_path(gateway: Gateway, api_key: st
     assert credits(gateway, api_key) == (CREDIT_MICROS, 0)
 
 
-def test_path_segment_encodes_one_segment_and_refuses_dots() -> None:
-    from voxrouter.providers._http import path_segment
-    from voxrouter.providers.base import ProviderError
-
-    assert path_segment("a/../b?c#d", provider="p", field="voice") == "a%2F..%2Fb%3Fc%23d"
-    assert path_segment("21m00Tcm4TlvDq8ikWAM", provider="p", field="voice") == "21m00Tcm4TlvDq8ikWAM"
-    for bad in ("", ".", "..", "a\nb"):
-        with pytest.raises(ProviderError):
-            path_segment(bad, provider="p", field="voice")
-
-
 # --- models billed by audio length ---------------------------------------------------------
 
 
@@ -275,6 +265,7 @@ def test_text_that_crashed_the_normaliser_is_spoken(gateway: Gateway, api_key: s
 
     response = speak(gateway, api_key, model="tts-1", input="Hello ı.e. world, this used to crash the normalizer.", response_format="pcm")
     assert response.status_code == 200
-    heard = iter(words(transcribe_pcm(response.content)))
+    heard = words(transcribe_pcm(response.content))
     expected = ["hello", "world", "this", "used", "to", "crash", "the", "normalizer"]
-    assert all(word in heard for word in expected), expected  # a subsequence of what was heard
+    remaining = iter(heard)
+    assert all(word in remaining for word in expected), (expected, heard)  # a subsequence of what was heard

@@ -13,8 +13,8 @@ import pytest
 
 from tests.audio_checks import decoded_duration_s
 from tests.databases import query
+from voxrouter.providers.spec import estimate_cost_micros
 from voxrouter.router.billing.wallet import InsufficientCredit, SpendLimitExceeded, Wallet, spend_limits
-from voxrouter.router.config import estimate_cost_micros
 from voxrouter.router.store import open_store
 from voxrouter.router.store.base import NewApiKeyRecord, UsageStart
 

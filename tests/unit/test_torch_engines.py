@@ -29,6 +29,7 @@ from voxrouter.local_engines import _torch
 from voxrouter.local_engines.base import EngineNotInstalled, InvalidOption, UnknownVoice, Utterance
 from voxrouter.local_engines.chatterbox import WEIGHT_FILES, ChatterboxEngine
 from voxrouter.local_engines.moss import MossTtsNanoEngine
+from voxrouter.providers.local import engine_voice
 
 TORCH_INSTALLED = importlib.util.find_spec("torch") is not None
 ENGINES = [ChatterboxEngine, MossTtsNanoEngine]
@@ -169,7 +170,7 @@ def test_voices_are_default_plus_clips_with_sidecar_labels(engine_cls: type, voi
     assert list(voices) == ["default", "alice", "bob", "carol"]
     assert (voices["alice"].name, voices["alice"].language, voices["alice"].gender) == ("Alice Liddell", "en-GB", "female")
     assert (voices["bob"].name, voices["bob"].language, voices["bob"].gender) == ("Bob", "en-US", None)
-    assert voices["default"].to_voice(engine_cls.id).labels == {"engine": engine_cls.id}
+    assert engine_voice(voices["default"], engine_cls.id).labels == {"engine": engine_cls.id}
 
 
 @pytest.mark.parametrize("engine_cls", ENGINES)

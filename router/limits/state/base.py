@@ -72,6 +72,10 @@ class Admission:
 
 
 class LimitState(Protocol):
+    # The outside service the state lives in ("redis"), which readiness checks with `ping`;
+    # None where it lives in this process.
+    service: str | None
+
     async def admit(self, key: str, limits: KeyLimits, characters: int = 0, *, take_slot: bool = False) -> Admission:
         """Check and consume both buckets and (with take_slot) a slot, all or nothing."""
         ...
@@ -82,6 +86,10 @@ class LimitState(Protocol):
 
     async def renew(self) -> None:
         """Extend the leases of the slots this process holds; call every lease/4."""
+        ...
+
+    async def ping(self) -> None:
+        """Raises when `service` does not answer (for /readyz)."""
         ...
 
     async def aclose(self) -> None: ...

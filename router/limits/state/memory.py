@@ -32,6 +32,8 @@ class MemoryLimitState:
     check and its consume, so the event loop makes it atomic. Slots have no lease here
     (`lease_s` is accepted for symmetry): a process that dies loses them with everything else."""
 
+    service: str | None = None  # nothing outside this process to check
+
     def __init__(self, lease_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.lease_s = lease_s
         self._clock = clock
@@ -82,6 +84,9 @@ class MemoryLimitState:
 
     async def renew(self) -> None:
         """Nothing to renew: memory slots have no lease."""
+
+    async def ping(self) -> None:
+        """Always answers: it is this process."""
 
     async def aclose(self) -> None:
         self._buckets.clear()

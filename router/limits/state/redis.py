@@ -122,6 +122,8 @@ class RedisLimitState:
     there. A warning is logged at most every 30 s meanwhile.
     """
 
+    service: str | None = "redis"
+
     def __init__(self, client: redis.asyncio.Redis, *, lease_s: float = 30.0, prefix: str = "voxrouter") -> None:
         self.lease_s = lease_s
         self._redis = client
