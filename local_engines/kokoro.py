@@ -47,7 +47,7 @@ _EDGE_FRAMES = 2  # frames (25 ms each) left to a pad token or a final punctuati
 _MAX_FRAMES = 10  # no phoneme lasts longer than 250 ms at speed 1: longer ones are held silence
 _FINAL_FRAMES = 6  # the last sound of a piece: the model stretches it into a trailing pause
 _FINAL_FRAMES_MID = 4  # ... and of a piece cut between two words, where no phrase really ends
-_UNCAPPED = np.iinfo(np.int64).max  # a token the cap leaves at the model's own duration
+_LEAD_FRAMES = np.iinfo(np.int64).max  # the leading pad: the model's own duration
 _PUNCTUATION = frozenset(".,!?;:—…")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff66-\uff9f]")
 # The first letter of a Kokoro voice id names its language, the second its gender.
@@ -297,7 +297,7 @@ class KokoroEngine(EngineBase):
             cap = np.full(ids.shape, max(_EDGE_FRAMES, round(_MAX_FRAMES / speed)), dtype=np.int64)
             # Not the leading pad: the decoder needs its lead-in, and capping it swallows the
             # piece's first words. The silence it adds is trimmed by the runner (`_join`).
-            cap[0, 0] = _UNCAPPED
+            cap[0, 0] = _LEAD_FRAMES
             cap[0, -1] = _EDGE_FRAMES
             last, final = -2, _FINAL_FRAMES_MID
             if phonemes.rstrip()[-1:] in _PUNCTUATION and len(tokens) > 1:
