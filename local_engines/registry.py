@@ -10,6 +10,7 @@ from voxrouter.local_engines.base import Engine
 ENGINE_KINDS: dict[str, str] = {
     "kokoro": "voxrouter.local_engines.kokoro:KokoroEngine",
     "piper": "voxrouter.local_engines.piper:PiperEngine",
+    "hibari": "voxrouter.local_engines.hibari:HibariEngine",
     "chatterbox": "voxrouter.local_engines.chatterbox:ChatterboxEngine",
     "moss-tts-nano": "voxrouter.local_engines.moss:MossTtsNanoEngine",
 }

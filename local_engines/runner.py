@@ -143,7 +143,8 @@ class EngineRunner:
         if not text_mod.has_speech(spoken):
             raise NothingToSpeak("the text has nothing to speak: no letter or digit (only punctuation, symbols, emoji or the like)")
         budget_s = settings.request_budget_s(text_mod.budget_chars(spoken))
-        pieces = text_mod.cut(spoken, first_chunk_chars=engine.first_chunk_chars, max_chunk_chars=engine.max_chunk_chars)
+        growth = getattr(engine, "piece_growth", text_mod.DEFAULT_GROWTH)
+        pieces = text_mod.cut(spoken, first_chunk_chars=engine.first_chunk_chars, max_chunk_chars=engine.max_chunk_chars, growth=growth)
         resample = _Resampler(engine.sample_rate) if engine.sample_rate != PCM_SAMPLE_RATE else None
         stream = _Stream()
         started = time.monotonic()

@@ -28,6 +28,8 @@ from num2words import num2words
 SENTENCE_PAUSE_S = 0.25
 CLAUSE_PAUSE_S = 0.1
 WORD_PAUSE_S = 0.02
+DEFAULT_GROWTH = 2.5  # each piece may be this much larger than the one before (up to the maximum)
+ORPHAN_CHARS = 10  # a sentence's tail this short is not a piece of its own (but of the one before)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +121,10 @@ _PERCENT_SIGN = re.compile(r"%")
 _TIME = re.compile(r"(?<![\d:.,])(?P<h>[01]?\d|2[0-3]):(?P<m>[0-5]\d)(?!\d|:\d|[.,]\d)")
 _ORDINAL = re.compile(r"(?<![\d.,])" + _INT + r"(?P<suffix>st|nd|rd|th|ST|ND|RD|TH)\b")
 _NUMBER = re.compile(_SIGN + _INT + _FRAC + r"(?P<plural>s\b)?")
+# "March 14" is said "March fourteenth" ("May" only where it cannot be the verb: "May 5.").
+_MONTHS = r"(?:January|February|March|April|May(?= \d{1,2}(?:st|nd|rd|th)?(?:[,.;!?]|$))|June|July|August|September|October|November|December|Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sept|Sep|Oct|Nov|Dec)\.?"
+_DAY = r"(?P<day>[1-9]|[12]\d|3[01])(?:st|nd|rd|th)?(?![\d.,:]\d|\w|%)"
+_DATE_MONTH_DAY = re.compile(r"\b(?P<month>" + _MONTHS + r") " + _DAY)
 
 _CURRENCIES = {
     "$": ("dollar", "dollars", "cent", "cents"),
@@ -141,6 +147,7 @@ def _expand_english(text: str) -> str:
     text = _PERCENT.sub(_percent, text)
     text = _PERCENT_SIGN.sub(" percent ", text)
     text = _TIME.sub(_time, text)
+    text = _DATE_MONTH_DAY.sub(_date, text)
     text = _ORDINAL.sub(_ordinal, text)
     return _NUMBER.sub(_number, text)
 
@@ -241,6 +248,10 @@ def _ordinal_words(n: int) -> str:
     return num2words(n, to="ordinal")
 
 
+def _date(m: re.Match[str]) -> str:
+    return f"{m.group('month')} {_ordinal_words(int(m.group('day')))}"
+
+
 def _ordinal(m: re.Match[str]) -> str:
     digits = m.group("int").replace(",", "")
     if len(digits) > _MAX_CARDINAL_DIGITS:
@@ -288,7 +299,7 @@ _ALNUM = re.compile(r"[^\W_]")
 
 
 def split(
-    text: str, *, first_chunk_chars: int, max_chunk_chars: int, growth: float = 2.5, language: str = "en"
+    text: str, *, first_chunk_chars: int, max_chunk_chars: int, growth: float = DEFAULT_GROWTH, language: str = "en"
 ) -> Iterator[Chunk]:
     """Normalise `text` and yield it as pieces to synthesise in order, lazily.
 
@@ -305,7 +316,7 @@ def split(
     return cut(normalize(text, language), first_chunk_chars=first_chunk_chars, max_chunk_chars=max_chunk_chars, growth=growth)
 
 
-def cut(normalized: str, *, first_chunk_chars: int, max_chunk_chars: int, growth: float = 2.5) -> Iterator[Chunk]:
+def cut(normalized: str, *, first_chunk_chars: int, max_chunk_chars: int, growth: float = DEFAULT_GROWTH) -> Iterator[Chunk]:
     """`split` for text `normalize` has already been through (normalised once, used thrice)."""
     if first_chunk_chars < 1 or max_chunk_chars < 1:
         raise ValueError("first_chunk_chars and max_chunk_chars must be at least 1")
@@ -319,7 +330,7 @@ def _chunks(text: str, first: int, most: int, growth: float) -> Iterator[Chunk]:
     # One piece is held back: only the next one tells whether it is the last.
     held: tuple[str, float] | None = None
     for start, end in _sentences(text):
-        for piece in _cut_sentence(text, start, end, limits, most):
+        for piece in _cut_sentence(text, start, end, limits, most, first):
             if held is not None:
                 yield Chunk(*held)
             held = piece
@@ -397,9 +408,13 @@ def _with_end(boundaries: Iterator[int], n: int) -> Iterator[int]:
         yield n
 
 
-def _cut_sentence(text: str, start: int, end: int, limits: Iterator[int], most: int) -> Iterator[tuple[str, float]]:
+def _cut_sentence(
+    text: str, start: int, end: int, limits: Iterator[int], most: int, first_limit: int = 0
+) -> Iterator[tuple[str, float]]:
     """Cut one sentence span into pieces, taking one limit per piece; each piece and each
-    remainder keeps at least one letter or digit, and no piece is over `most` budget characters."""
+    remainder keeps at least one letter or digit, and no piece is over `most` budget characters.
+    A piece after the first (whose limit is over `first_limit`) takes the sentence's last
+    ORPHAN_CHARS too rather than leave them alone ("... the blue" + "car?")."""
     last = end - 1
     while not text[last].isalnum():
         last -= 1
@@ -410,6 +425,8 @@ def _cut_sentence(text: str, start: int, end: int, limits: Iterator[int], most: 
         assert first_match is not None
         first = first_match.start()
         bound = _reach(text, pos, end, limit)
+        if limit > first_limit and bound < end and _reach(text, pos, end, min(most, limit + ORPHAN_CHARS)) >= end:
+            bound = end
         if bound <= first:
             # Leading punctuation or symbols longer than the limit: they go with the first word,
             # as a word longer than the limit would; with nothing at all if even `most` is too short.
@@ -466,16 +483,54 @@ def _clause_cut(text: str, first: int, bound: int) -> int | None:
     return cut
 
 
+# Words that lean on the next one: a piece ending on one of them is read with the wrong
+# stress and its last word is often lost ("the keys to the | blue car"), so a cut between
+# words moves back before them where it can. Likewise no cut inside a spoken number.
+_LEANERS = frozenset(
+    "a an the to of in on at for from with by and or but nor as into onto than about over under after before "
+    "my your his her its our their this that these those".split()
+)
+_LEAN_BACK_WORDS = 4  # how far back a cut may move (bounded: the cut stays linear in the text)
+_NUMBER_WORD = re.compile(
+    r"(?:zero|oh|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|"
+    r"seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety|hundred|thousand|million|"
+    r"billion)(?:-[a-z]+)?(?:th|st|nd|rd)?",
+    re.IGNORECASE,
+)
+
+
 def _word_cut(text: str, pos: int, first: int, last: int, bound: int, most_bound: int) -> tuple[int | None, float]:
-    """The last space that keeps the piece within `bound`; else the end of the first word, which
-    may be longer but stays within `most_bound` and has no heavy (CJK) character; else None."""
+    """The last space that keeps the piece within `bound`, moved back past words that lean on
+    the next; else the end of the first word, which may be longer but stays within `most_bound`
+    and has no heavy (CJK) character; else None."""
     space = text.rfind(" ", first + 1, min(bound, last - 1) + 1)
+    if space != -1:
+        space = _natural_space(text, first, space)
     if space == -1:
         space = text.find(" ", first + 1, min(last, most_bound + 1))
         if space == -1 or _HEAVY.search(text, pos, space):  # CJK has no words to keep whole
             return None, SENTENCE_PAUSE_S
     piece_end = text[pos:space].rstrip(_CLOSERS)
     return space, CLAUSE_PAUSE_S if piece_end and piece_end[-1] in _CLAUSE_MARKS else WORD_PAUSE_S
+
+
+def _natural_space(text: str, first: int, space: int) -> int:
+    """`space`, or the nearest space before it (after the piece's first word) where the word
+    before does not lean on the next and no spoken number is split."""
+    candidate = space
+    for _ in range(_LEAN_BACK_WORDS):
+        if candidate <= first:
+            break
+        before = text[text.rfind(" ", first, candidate) + 1 : candidate].strip(_CLOSERS + "\"'")
+        after_end = text.find(" ", candidate + 1)
+        after = text[candidate + 1 : after_end if after_end != -1 else len(text)]
+        splits_number = _NUMBER_WORD.fullmatch(before) is not None and _NUMBER_WORD.match(after) is not None
+        if before and before[-1] in _CLAUSE_MARKS:
+            return candidate
+        if before.lower() not in _LEANERS and not splits_number:
+            return candidate
+        candidate = text.rfind(" ", first + 1, candidate)
+    return space
 
 
 # Zero-width joiner, variation selectors, emoji skin tones: they belong to the character before.

@@ -60,7 +60,7 @@ class EngineSpec(BaseModel):
     compute time of one request and of one piece of it (see `voxrouter.local_engines.runner`)."""
 
     model_config = ConfigDict(extra="allow")
-    engine: str  # kind: kokoro | piper | chatterbox | moss-tts-nano
+    engine: str  # kind: kokoro | piper | hibari | chatterbox | moss-tts-nano
     url: str | None = None  # a `voxrouter engine serve` base URL: run there, not here
     remote_model: str | None = None  # the engine's id on that node, when it differs from ours
     token_env: str | None = None  # env var holding the node's VOXROUTER_ENGINE_TOKEN
@@ -349,10 +349,11 @@ class _RemoteEngine:
 
 def _default_threads(options: LocalOptions) -> int:
     """Inference threads for an engine whose config leaves `threads` unset: a fair share of
-    the cores among the in-process engines that run at once by default (the preloaded ones).
+    the cores among the in-process engines that run at once by default (the preloaded ones)
+    and take this share (an engine with its own `threads`, like hibari's one, is not counted).
     Each engine taking every core would let one tenant's work on one engine halve another
     engine's speed for everyone else."""
-    in_process = [name for name, engine in options.engines.items() if not engine.url]
+    in_process = [name for name, engine in options.engines.items() if not engine.url and (engine.model_extra or {}).get("threads") is None]
     running = [name for name in options.preload if name in in_process] or in_process
     return max(1, (os.cpu_count() or 1) // max(1, len(running)))
 
@@ -383,6 +384,8 @@ def _error_reason(body: bytes) -> str | None:
 def engine_voice(voice: EngineVoice, engine_id: str) -> Voice:
     """An engine's voice as the gateway lists it (the engine node lists it so too)."""
     labels = {"gender": voice.gender} if voice.gender else {}
+    if voice.accent:
+        labels["accent"] = voice.accent
     return Voice(
         id=voice.id,
         provider="local",

@@ -16,9 +16,17 @@ from pydantic import Field, model_validator
 from voxrouter.providers.spec import BreakerSpec, ProviderSpec, StrictModel
 
 
+class VoicePin(StrictModel):
+    """A client voice name an alias serves from another model than its target's:
+    `nova: {model: local/hibari, voice: heart}`."""
+
+    model: str  # "provider/model_id"
+    voice: str
+
+
 class AliasTarget(StrictModel):
     model: str  # "provider/model_id"
-    voices: dict[str, str] = {}  # client voice name -> this provider's voice id
+    voices: dict[str, str | VoicePin] = {}  # client voice name -> this provider's voice id (or a pin)
 
 
 class AliasSpec(StrictModel):
@@ -27,7 +35,7 @@ class AliasSpec(StrictModel):
     `target` + `voices` is the short form of a one-element `targets` list."""
 
     target: str | None = None
-    voices: dict[str, str] = {}
+    voices: dict[str, str | VoicePin] = {}
     targets: list[AliasTarget] = []
 
     @model_validator(mode="after")
@@ -40,9 +48,11 @@ class AliasSpec(StrictModel):
         if not self.targets:
             raise ValueError("an alias needs a target or a targets list")
         for target in self.targets:
-            provider, _, model = target.model.partition("/")
-            if not provider or not model:
-                raise ValueError(f"alias target must be 'provider/model_id', got {target.model!r}")
+            pinned = [pin.model for pin in target.voices.values() if isinstance(pin, VoicePin)]
+            for model_name in (target.model, *pinned):
+                provider, _, model = model_name.partition("/")
+                if not provider or not model:
+                    raise ValueError(f"alias target must be 'provider/model_id', got {model_name!r}")
         return self
 
 

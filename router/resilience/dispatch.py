@@ -24,7 +24,7 @@ import anyio
 from voxrouter.providers.base import ErrorKind, Provider, ProviderError, SynthesisRequest, Voice
 from voxrouter.providers.spec import ModelSpec, audio_cost_micros, estimate_cost_micros
 from voxrouter.router.catalog.routes import Catalog
-from voxrouter.router.config import Config, RetrySpec
+from voxrouter.router.config import Config, RetrySpec, VoicePin
 from voxrouter.router.http.errors import ApiError
 from voxrouter.router.resilience.breaker import CircuitOpen, Ticket
 from voxrouter.router.resilience.health import HealthBoard
@@ -151,7 +151,10 @@ def _expand(
         elif model in config.aliases:
             for alias_target in config.aliases[model].targets:
                 mapped = alias_target.voices.get(voice)
-                out.append((_target(config, providers, alias_target.model, mapped or voice), mapped is not None))
+                if isinstance(mapped, VoicePin):  # this voice name is served by another model
+                    out.append((_target(config, providers, mapped.model, mapped.voice), True))
+                else:
+                    out.append((_target(config, providers, alias_target.model, mapped or voice), mapped is not None))
         else:
             raise ApiError(400, "invalid_model", f"model must be 'provider/model_id' or a known alias, got {model!r}")
     return out

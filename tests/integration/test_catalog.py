@@ -13,7 +13,7 @@ def test_providers_list_models_and_formats(gateway, api_key):
     providers = {p["id"]: p for p in _get(gateway, api_key, "/v1/providers").json()}
     assert set(providers) == {"openai", "elevenlabs", "cartesia", "local"}
     local = {m["id"]: m for m in providers["local"]["models"]}
-    assert set(local) == {"kokoro", "piper", "chatterbox", "moss-tts-nano"}
+    assert set(local) == {"kokoro", "piper", "hibari", "chatterbox", "moss-tts-nano"}
     assert local["kokoro"]["response_formats"] == ["mp3", "opus", "aac", "flac", "wav", "pcm"]  # pcm, transcoded
     assert local["piper"]["price_micros_per_1k_chars"] == 0
     tts1 = next(m for m in providers["openai"]["models"] if m["id"] == "tts-1")

@@ -254,12 +254,22 @@ def test_compose_matches_the_compose_specification() -> None:
 # --- The Dockerfile's facts -------------------------------------------------------------------
 
 
-def test_multi_stage_on_one_pinned_slim_python(stages: list[Stage]) -> None:
-    assert len(stages) >= 2
+def test_multi_stage_on_one_pinned_slim_python(stages: list[Stage], build: Stage) -> None:
+    pythons = [stage for stage in stages if stage.base.startswith("python:")]
+    assert len(pythons) >= 2 and stages[-1] in pythons and build in pythons
     for stage in stages:
         image, _, tag = stage.base.partition(":")
+        if image == "node":  # a stage that only fetches the npm voice packs: nothing of it runs later
+            assert re.fullmatch(r"\d+(\.\d+)*-\w+-slim", tag), stage.base
+            assert all(run.startswith("npm pack kokoro-js@") for run in stage.all("RUN")), stage.all("RUN")
+            continue
         assert image == "python" and re.fullmatch(r"3\.1[1-9](\.\d+)?-slim(-\w+)?", tag), stage.base
-    assert stages[-1].base == stages[0].base, "the venv is copied across stages: one interpreter for both"
+    assert stages[-1].base == build.base, "the venv is copied across stages: one interpreter for both"
+
+
+def test_the_image_carries_kokoros_english_voices_checked_against_the_pin(build: Stage) -> None:
+    runs = " ".join(build.all("RUN"))
+    assert "VOXROUTER_KOKORO_JS_TARBALL=" in runs and "install_voice_packs" in runs
 
 
 def test_build_stage_installs_the_server_extra_with_the_engine_weights(build: Stage, pyproject: dict[str, Any]) -> None:

@@ -70,10 +70,11 @@ def test_real_speech_in_every_format(gateway, api_key, model, voice, fmt):
 
 def test_openai_aliases_speak_locally(gateway, api_key):
     client = _client(gateway, api_key)
-    for model, voice in (("tts-1", "alloy"), ("tts-1", "onyx"), ("tts-1-hd", "nova")):
+    served = {("tts-1", "alloy"): "local/piper", ("tts-1", "nova"): "local/hibari", ("tts-1", "onyx"): "local/kokoro", ("tts-1-hd", "nova"): "local/kokoro"}
+    for (model, voice), engine in served.items():
         raw = client.audio.speech.with_raw_response.create(model=model, voice=voice, input="Hello from a fresh install.")
         assert raw.headers["x-voxrouter-provider"] == "local", model
-        assert raw.headers["x-voxrouter-model"] == {"tts-1": "local/piper", "tts-1-hd": "local/kokoro"}[model]
+        assert raw.headers["x-voxrouter-model"] == engine, (model, voice)
         assert_speech(_decode(raw.content, "mp3"), "Hello from a fresh install.")
 
 
@@ -100,6 +101,13 @@ def test_voices_have_language_and_gender(gateway, api_key):
     assert voices["en_US-joe-medium"]["model_compatibility"] == ["piper"]
     assert voices["jf_alpha"]["language"] == "ja-JP" and voices["jf_alpha"]["labels"]["gender"] == "female"
     assert voices["jm_kumo"]["labels"]["gender"] == "male"
+    # Kokoro's English voice packs (npm kokoro-js) and hibari, with accents.
+    assert voices["en_US-joe-medium"]["labels"]["accent"] == "American"
+    assert (voices["af_heart"]["language"], voices["af_heart"]["labels"]["gender"], voices["af_heart"]["labels"]["accent"]) == ("en-US", "female", "American")
+    assert (voices["bm_fable"]["language"], voices["bm_fable"]["labels"]["gender"], voices["bm_fable"]["labels"]["accent"]) == ("en-GB", "male", "British")
+    assert voices["heart"]["model_compatibility"] == ["hibari"] and voices["heart"]["labels"]["accent"] == "American"
+    english = [v for v in voices.values() if v["language"].startswith("en-")]
+    assert sum(v["labels"].get("gender") == "female" for v in english) >= 3 and sum(v["labels"].get("gender") == "male" for v in english) >= 3
     female_en = httpx.get(
         gateway.url + "/v1/voices", params={"language": "en", "gender": "male"}, headers={"Authorization": f"Bearer {api_key}"}
     ).json()["voices"]

@@ -68,6 +68,7 @@ def config(**sections: Any) -> Config:
                 ]
             },
             "solo": {"target": "gamma/g1"},
+            "mixed": {"target": "alpha/a-small", "voices": {"calm": "a-calm", "quick": {"model": "beta/b1", "voice": "b-quick"}}},
         },
         "voice_map": {"narrator": {"gamma": "g-narrator"}, "alpha/alloy": {"beta": "b-alloy"}},
     }

@@ -116,11 +116,11 @@ def test_remote_providers_answer_the_optional_part_honestly(providers: dict[str,
 
 def test_local_provider_reports_its_engines_without_probing(providers: dict[str, Provider]) -> None:
     local = providers["local"]
-    assert [engine_id for engine_id, _ in local.engine_states()] == ["kokoro", "piper", "chatterbox", "moss-tts-nano"]
+    assert [engine_id for engine_id, _ in local.engine_states()] == ["kokoro", "piper", "hibari", "chatterbox", "moss-tts-nano"]
     loads = local.engine_loads()
-    assert set(loads) == {"kokoro", "piper", "chatterbox", "moss-tts-nano"}
+    assert set(loads) == {"kokoro", "piper", "hibari", "chatterbox", "moss-tts-nano"}
     assert all((load.active, load.waiting) == (0, 0) for load in loads.values())
-    assert local.preload_states() == [("kokoro", "loading"), ("piper", "loading")]  # start() not called
+    assert local.preload_states() == [("kokoro", "loading"), ("piper", "loading"), ("hibari", "loading")]  # start() not called
 
 
 # --- an engine node's errors ----------------------------------------------------------------------

@@ -86,6 +86,16 @@ def test_values_config_is_a_valid_gateway_config(values: dict[str, Any]) -> None
     assert "local" in config.providers
 
 
+def test_values_config_speaks_like_the_default_config(values: dict[str, Any]) -> None:
+    """The chart's copy of the local engines and the aliases is config/default.yaml's (it had drifted:
+    13 names on one Piper voice while the default had 13 voices)."""
+    import yaml
+
+    default = yaml.safe_load((Path(__file__).resolve().parents[2] / "config" / "default.yaml").read_text())
+    assert values["config"]["aliases"] == default["aliases"]
+    assert values["config"]["providers"]["local"] == default["providers"]["local"]
+
+
 # --- The dashboard ---------------------------------------------------------------------------
 
 PROMQL_KEYWORDS = frozenset(

@@ -56,6 +56,17 @@ def test_an_alias_expands_to_its_targets_with_their_mapped_voices() -> None:
     assert p.primary.voice == "a-narrator"
 
 
+def test_an_alias_voice_pinned_to_another_model_is_served_there() -> None:
+    assert _targets(_plan("mixed", voice="quick")) == [("beta/b1", "b-quick")]
+    assert _targets(_plan("mixed", voice="calm")) == [("alpha/a-small", "a-calm")]
+    assert _targets(_plan("mixed", voice="other")) == [("alpha/a-small", "other")]
+
+
+def test_a_pin_to_a_model_string_without_a_provider_is_refused_at_load() -> None:
+    with pytest.raises(ValueError, match="'provider/model_id', got 'b1'"):
+        config(aliases={"bad": {"target": "alpha/a-small", "voices": {"quick": {"model": "b1", "voice": "x"}}}})
+
+
 def test_an_alias_without_a_voice_entry_passes_the_voice_and_maps_its_fallbacks() -> None:
     p = _plan("speak", voice="alloy")
 

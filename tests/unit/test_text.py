@@ -16,6 +16,7 @@ from num2words import num2words
 from voxrouter.local_engines.text import (
     CLAUSE_PAUSE_S,
     HEAVY_WEIGHT,
+    ORPHAN_CHARS,
     SENTENCE_PAUSE_S,
     WORD_PAUSE_S,
     Chunk,
@@ -304,7 +305,7 @@ def test_a_word_longer_than_the_limit_is_a_piece_of_its_own():
 def test_a_word_longer_than_the_maximum_is_cut_between_letters():
     word = "Pneumonoultramicroscopicsilicovolcanoconiosis"  # 45 letters
     chunks = pieces(f"{word} is a word.", first=10, most=20, growth=2.0)
-    assert [c.text for c in chunks] == ["Pneumonoul", "tramicroscopicsilico", "volcanoconiosis is a", "word."]
+    assert [c.text for c in chunks] == ["Pneumonoul", "tramicroscopicsilico", "volcanoconiosis is", "a word."]
     assert all(len(c.text) <= 20 for c in chunks)
 
 
@@ -431,7 +432,10 @@ def test_split_covers_the_text_within_the_limits(text, first, most, growth, lang
         assert len(chunk.text) <= most, (k, chunk)  # never over the maximum, even for one word
         assert budget_chars(chunk.text) <= most or len(chunk.text) == 1, (k, chunk)
         cost = budget_chars(chunk.text)
-        assert cost <= limit(k, first, most, growth) or alnum_tokens(chunk.text) == 1 or len(chunk.text) == 1, (k, chunk)
+        allowed = limit(k, first, most, growth)
+        if allowed > first:  # after the first piece, a sentence's short tail joins the piece before it
+            allowed = min(most, allowed + ORPHAN_CHARS)
+        assert cost <= allowed or alnum_tokens(chunk.text) == 1 or len(chunk.text) == 1, (k, chunk)
         position = normalized.index(chunk.text, position) + len(chunk.text)  # in order
         expected = (SENTENCE_PAUSE_S, CLAUSE_PAUSE_S, WORD_PAUSE_S) if k < len(chunks) - 1 else (0.0,)
         assert chunk.pause_after_s in expected
@@ -557,3 +561,32 @@ def test_normalize_and_split_never_raise_and_respect_the_bound(text, first, most
 @settings(max_examples=300, deadline=None)
 def test_normalize_never_raises_even_with_lone_surrogates(text):
     assert "\ud800" not in normalize(text) + normalize(text, "ja")
+
+
+def test_a_cut_between_words_does_not_end_on_a_word_that_leans_on_the_next() -> None:
+    texts = [c.text for c in split("The train to Boston leaves at 7:45 in the morning.", first_chunk_chars=12, max_chunk_chars=300)]
+    assert texts[0] == "The train"  # not "The train to"
+    assert not any(t.split()[-1] in ("to", "the", "of", "at") for t in texts)
+    assert all(not t.endswith("seven") for t in texts)  # "seven forty-five" is one number
+
+
+def test_a_sentences_short_tail_is_not_a_piece_of_its_own() -> None:
+    texts = [c.text for c in split("Where did you put the keys to the blue car?", first_chunk_chars=12, max_chunk_chars=300)]
+    assert texts[-1].endswith("the blue car?") and len(texts) == 2
+    # The first piece stays small: first audio comes from it.
+    assert [c.text for c in split("Hello there, how are you?", first_chunk_chars=12, max_chunk_chars=300)][0] == "Hello there,"
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("Our next review is on March 14, 2025.", "Our next review is on March fourteenth, twenty twenty-five."),
+        ("Due Dec 31.", "Due Dec thirty-first."),
+        ("Jan 1st", "Jan first"),
+        ("See you May 5.", "See you May fifth."),
+        ("May 5 people come?", "May five people come?"),  # the verb, not the month
+        ("March 14.5 percent", "March fourteen point five percent"),
+    ],
+)
+def test_a_month_and_day_is_read_as_a_date(text: str, said: str) -> None:
+    assert normalize(text) == said
