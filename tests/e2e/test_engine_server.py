@@ -95,7 +95,7 @@ def test_voices_status_and_health(piper_server):
         "id": PIPER_VOICE,
         "name": "Joe",
         "language": "en-US",
-        "labels": {"gender": "male", "engine": "piper"},
+        "labels": {"gender": "male", "accent": "American", "engine": "piper"},
         "model_compatibility": ["piper"],
     }
     assert httpx.get(server.url + "/v1/status").json() == [{"id": "piper", "state": "available"}]
