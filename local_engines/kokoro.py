@@ -252,6 +252,8 @@ class KokoroEngine(EngineBase):
     # --- voices and requests ----------------------------------------------------------------
 
     def voices(self) -> list[EngineVoice]:
+        if self._styles is None:
+            self._install_voice_packs()  # listed before the first load: the voices that load will have
         return [_voice(name) for name in self._style_names()]
 
     def utterance(self, voice: str, speed: float | None, options: dict[str, Any]) -> Utterance:

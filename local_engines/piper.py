@@ -179,9 +179,9 @@ class _ShrinkingSession:
 
 
 def phoneme_runs(phonemes: list[str], most: int) -> list[list[str]]:
-    """`phonemes` (one sentence) in runs of at most `most`, each cut after the last word
-    boundary (a space) that fits, else between phonemes; no run is empty or starts or ends
-    with a space."""
+    """`phonemes` (one sentence) in runs of at most `most`, each cut after a clause mark or at
+    a word boundary where one fits (`_run_end`), else between phonemes; no run is empty or
+    starts or ends with a space."""
     runs: list[list[str]] = []
     start, n = 0, len(phonemes)
     while True:
@@ -191,15 +191,29 @@ def phoneme_runs(phonemes: list[str], most: int) -> list[list[str]]:
             return runs
         end = min(n, start + most)
         if end < n:
-            space = next((i for i in range(end, start, -1) if phonemes[i] == " "), None)
-            if space is not None:
-                end = space
+            end = _run_end(phonemes, start, end)
         run = phonemes[start:end]
         while run and run[-1] == " ":
             run.pop()
         if run:
             runs.append(run)
         start = end
+
+
+_CLAUSE_MARKS = frozenset(",;:")
+
+
+def _run_end(phonemes: list[str], start: int, end: int) -> int:
+    """Where a run that may not reach `end` stops: after the last clause mark (a comma) in its
+    second half, so the voice falls where the text pauses ("... before sunrise, | so drive"),
+    else at the last word boundary, else at `end` (a run cut mid-phrase is heard as a sentence's
+    end: "and leave a | little" was heard as "and leave it. Little")."""
+    floor = start + (end - start) // 2
+    mark = next((i for i in range(end - 1, floor, -1) if phonemes[i] in _CLAUSE_MARKS), None)
+    if mark is not None:
+        return mark + 1
+    space = next((i for i in range(end, start, -1) if phonemes[i] == " "), None)
+    return end if space is None else space
 
 
 def _voice(name: str, model: Path) -> EngineVoice:
