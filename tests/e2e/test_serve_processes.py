@@ -123,13 +123,18 @@ def test_metrics_add_up_across_uvicorn_workers(tmp_path: Path, emulators: dict[s
             headers = {"Authorization": f"Bearer {key}"}
             return httpx.post(process.url + "/v1/audio/speech", json=body, headers=headers, timeout=30).status_code
 
-        # Twelve at once, each on its own connection, so that both workers accept some.
+        # Twelve at once, each on its own connection, so that both workers accept some; the
+        # kernel does not promise to share them out, so again until both have (a loaded machine
+        # can leave one worker every connection of a batch).
+        sent = 0
         with concurrent.futures.ThreadPoolExecutor(max_workers=12) as pool:
-            assert list(pool.map(one, range(12))) == [200] * 12
+            while sent < 60 and (sent == 0 or len(list(multiproc.glob("counter_*.db"))) < 2):
+                assert list(pool.map(one, range(12))) == [200] * 12
+                sent += 12
+        assert len(list(multiproc.glob("counter_*.db"))) == 2, f"one worker accepted all {sent} connections"
         labels = {"provider": "openai", "model": "openai/tts-1", "status": "200", "code": ""}
         deadline = time.monotonic() + 5
-        while (total := _value(_samples(process.url), "voxrouter_requests_total", **labels)) != 12 and time.monotonic() < deadline:
+        while (total := _value(_samples(process.url), "voxrouter_requests_total", **labels)) != sent and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert total == 12
-        assert len(list(multiproc.glob("counter_*.db"))) == 2  # both workers served and wrote their share
+        assert total == sent  # a scrape answered by either worker counts both workers' requests
 
