@@ -3,12 +3,13 @@ each built from its `voxrouter.providers.spec.ProviderSpec` and declaring its `P
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterable
 
 import httpx
 
 from voxrouter.providers.base import Provider
-from voxrouter.providers.spec import ProviderSpec
+from voxrouter.providers.spec import LocalWhisperSpec, ProviderSpec
+from voxrouter.providers.transcription import Transcriber
 
 
 def _adapters() -> dict[str, Callable[..., Provider]]:
@@ -27,3 +28,11 @@ def build_provider(
     if spec.adapter not in adapters:
         raise ValueError(f"provider {provider_id!r}: unknown adapter {spec.adapter!r} (known: {sorted(adapters)})")
     return adapters[spec.adapter](provider_id, spec, transport=transport)
+
+
+def build_transcribers(local: LocalWhisperSpec, provider_ids: Iterable[str] = ("local",)) -> dict[str, Transcriber]:
+    """The speech-to-text adapters by provider id: the local Whisper engine for now (its model
+    loads at the first request). Remote adapters join here, each declaring its features."""
+    from voxrouter.providers.local_stt import LocalTranscriber
+
+    return {pid: LocalTranscriber(pid, local) for pid in provider_ids if pid == "local"}

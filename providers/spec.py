@@ -111,3 +111,14 @@ def estimate_cost_micros(characters: int, price_micros_per_1k_chars: int) -> int
 def audio_cost_micros(audio_ms: int, price_micros_per_audio_minute: int) -> int:
     """ceil(ms x price / 60,000), in integers only."""
     return -(-audio_ms * price_micros_per_audio_minute // 60_000)
+
+
+class LocalWhisperSpec(StrictModel):
+    """`transcription.local:` in config: the engine's worker pool and decoding."""
+
+    workers: int = Field(default=1, ge=1)  # transcriptions at once
+    threads: int | None = Field(default=None, ge=1)  # CPU threads per transcription (None: all cores)
+    max_queue: int = Field(default=8, ge=0)  # waiting beyond `workers`; more is 503
+    queue_timeout_s: float = Field(default=30.0, gt=0)
+    beam_size: int = Field(default=5, ge=1)
+    max_audio_s: float = Field(default=1800.0, gt=0)

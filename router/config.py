@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 from pydantic import Field, model_validator
 
-from voxrouter.providers.spec import BreakerSpec, ProviderSpec, StrictModel
+from voxrouter.providers.spec import BreakerSpec, LocalWhisperSpec, ProviderSpec, StrictModel
 
 
 class VoicePin(StrictModel):
@@ -181,6 +181,33 @@ class ServerSpec(StrictModel):
     max_connections_per_client: int = Field(default=256, ge=1)  # per client address; more: 429 and close
 
 
+class TranscriptionModelSpec(StrictModel):
+    price_micros_per_minute: int = Field(default=0, ge=0)  # integer USD micro-dollars per audio minute
+
+
+class TranscriptionSpec(StrictModel):
+    """`POST /v1/audio/transcriptions`: the upload cap, the models and their per-minute prices
+    (`provider/model` -> price; a model not listed here is not served), aliases without a provider
+    prefix (`whisper-1` -> the local engine on a fresh install, as `tts-1` speaks locally), and the
+    local Whisper engine's pool."""
+
+    max_file_bytes: int = Field(default=26_214_400, gt=0)  # 25 MiB, OpenAI's cap; larger: 413
+    models: dict[str, TranscriptionModelSpec] = {"local/whisper-tiny.en": TranscriptionModelSpec()}
+    aliases: dict[str, str] = {"whisper-1": "local/whisper-tiny.en"}
+    local: LocalWhisperSpec = LocalWhisperSpec()
+
+    @model_validator(mode="after")
+    def _names(self) -> "TranscriptionSpec":
+        for name in self.models:
+            provider, _, model = name.partition("/")
+            if not provider or not model:
+                raise ValueError(f"transcription model must be 'provider/model_id', got {name!r}")
+        for alias, target in self.aliases.items():
+            if target not in self.models:
+                raise ValueError(f"transcription alias {alias!r} names {target!r}, which transcription.models does not list")
+        return self
+
+
 class Config(StrictModel):
     providers: dict[str, ProviderSpec]
     aliases: dict[str, AliasSpec] = {}
@@ -195,6 +222,7 @@ class Config(StrictModel):
     server: ServerSpec = ServerSpec()
     auth: AuthSpec = AuthSpec()
     billing: BillingSpec = BillingSpec()
+    transcription: TranscriptionSpec = TranscriptionSpec()
 
     @model_validator(mode="after")
     def _aliases_name_providers(self) -> "Config":

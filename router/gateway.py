@@ -10,8 +10,9 @@ from typing import AsyncIterator, Awaitable, Callable, Mapping
 
 import httpx
 
-from voxrouter.providers import build_provider
+from voxrouter.providers import build_provider, build_transcribers
 from voxrouter.providers.base import Provider
+from voxrouter.providers.transcription import Transcriber
 from voxrouter.router.accounts.auth import Authenticator
 from voxrouter.router.accounts.passwords import PasswordHasher
 from voxrouter.router.accounts.revocation import READY_WAIT_S, RevocationBus
@@ -48,6 +49,7 @@ class Gateway:
     stripe: StripeGateway | None = None  # None: no STRIPE_API_KEY, billing routes answer 503
     stripe_webhook_secret: str | None = dataclasses.field(default=None, repr=False)
     revocations: RevocationBus | None = None  # None: no Redis; other replicas rely on auth.key_cache_ttl_s
+    transcribers: dict[str, Transcriber] = dataclasses.field(default_factory=dict)  # speech to text, by provider id
 
 
 @contextlib.asynccontextmanager
@@ -87,6 +89,7 @@ async def running_gateway(
         stripe=_stripe(settings, config),
         stripe_webhook_secret=settings.stripe_webhook_secret,
         revocations=RevocationBus(settings.redis_url, settings.redis_prefix) if settings.redis_url else None,
+        transcribers=build_transcribers(config.transcription.local, _stt_providers(config)),
     )
     if gateway.revocations is not None:
         gateway.auth.publish = gateway.revocations.publish
@@ -119,6 +122,8 @@ async def running_gateway(
             await gateway.auth.flush_last_used()
         for provider in providers.values():
             await provider.aclose()
+        for transcriber in gateway.transcribers.values():
+            transcriber.close()
         if gateway.stripe is not None:
             await gateway.stripe.aclose()
         if gateway.revocations is not None:
@@ -126,6 +131,11 @@ async def running_gateway(
         await limits.aclose()
         await store.close()
         metrics.process_exiting()
+
+
+def _stt_providers(config: Config) -> set[str]:
+    """The providers `transcription.models` names (each needs a speech-to-text adapter)."""
+    return {name.partition("/")[0] for name in config.transcription.models}
 
 
 def _stripe(settings: Settings, config: Config) -> StripeGateway | None:

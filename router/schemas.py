@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from voxrouter.providers.base import AudioFormat
 
@@ -112,6 +113,92 @@ class SpeechUsage(_Body):
 class SpeechAudioDone(_Body):
     type: Literal["speech.audio.done"] = "speech.audio.done"
     usage: SpeechUsage
+
+
+# --- transcription ------------------------------------------------------------------------
+
+TranscriptionFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
+
+
+def _absent_by_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)  # an optional form field is absent, not null
+
+
+class TranscriptionRequest(BaseModel):
+    """OpenAI's multipart transcription form. Lax where `_Body` is strict: every form value
+    arrives as text ("0.2", "true"), so numbers and booleans are read from it."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    file: bytes = Field(description="The audio: flac, mp3, mp4, mpeg, mpga, m4a, ogg, wav or webm.")
+    model: str = Field(min_length=1, max_length=256, pattern=r"^[\x21-\x7e]+$")  # provider/model or an alias
+    # A form field is text or absent, never null: the schema says so (SkipJsonSchema).
+    language: str | SkipJsonSchema[None] = Field(
+        default=None, min_length=1, max_length=16, json_schema_extra=_absent_by_default
+    )  # ISO 639-1 ("en")
+    prompt: str | SkipJsonSchema[None] = Field(default=None, max_length=2000, json_schema_extra=_absent_by_default)
+    temperature: float = Field(default=0.0, ge=0.0, le=1.0)
+    response_format: TranscriptionFormat = "json"
+    timestamp_granularities: list[Literal["word", "segment"]] = Field(
+        default_factory=list, alias="timestamp_granularities[]", max_length=2
+    )
+    stream: bool = False
+
+
+class TranscriptionUsage(_Body):
+    type: Literal["duration"] = "duration"
+    seconds: float  # the audio's duration, as measured by the gateway
+
+
+class TranscriptionOut(_Body):
+    """`response_format` json (text, srt and vtt are text/plain bodies)."""
+
+    text: str
+    usage: TranscriptionUsage
+
+
+class TranscriptWordOut(_Body):
+    word: str
+    start: float  # seconds from the start of the audio
+    end: float
+
+
+class TranscriptSegmentOut(_Body):
+    """OpenAI's segment; the decoder statistics Whisper does not report are 0 (tokens empty)."""
+
+    id: int
+    seek: int  # the segment's start in 10 ms frames
+    start: float
+    end: float
+    text: str
+    tokens: list[int] = []
+    temperature: float
+    avg_logprob: float = 0.0
+    compression_ratio: float = 0.0
+    no_speech_prob: float = 0.0
+
+
+class TranscriptionVerboseOut(_Body):
+    task: Literal["transcribe"] = "transcribe"
+    language: str  # ISO 639-1
+    duration: float
+    text: str
+    words: list[TranscriptWordOut] | None = None  # with timestamp_granularities[]=word
+    segments: list[TranscriptSegmentOut] | None = None  # by default, or with =segment
+    usage: TranscriptionUsage
+
+
+class TranscriptTextDelta(_Body):
+    """`stream=true`: one SSE event per piece of text, as it is heard."""
+
+    type: Literal["transcript.text.delta"] = "transcript.text.delta"
+    delta: str
+
+
+class TranscriptTextDone(_Body):
+    type: Literal["transcript.text.done"] = "transcript.text.done"
+    text: str
+    usage: TranscriptionUsage
 
 
 # --- accounts -----------------------------------------------------------------------------
@@ -244,6 +331,7 @@ class RecentUsage(_Body):
     # The request's X-Request-Id (the client's own, or the one the gateway minted and returned);
     # null on rows recorded before request ids were kept.
     request_id: str | None = Field(alias="requestId")
+    kind: Literal["speech", "transcription"] = "speech"
 
 
 class UsageOut(_Body):

@@ -116,6 +116,7 @@ RecentUsage = TypedDict(
         "costMicros": int,
         "code": str | None,
         "requestId": str | None,
+        "kind": str,  # "speech" or "transcription"
     },
 )
 Usage = TypedDict(

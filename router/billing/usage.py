@@ -73,6 +73,7 @@ async def usage_report(request: Request) -> Response:
                 cost_micros=r.cost_micros,
                 code=r.error_code,
                 request_id=r.request_id,
+                kind=r.kind,
             )
             for r in summary.recent
         ],

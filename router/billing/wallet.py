@@ -88,7 +88,9 @@ class Wallet:
         self.lease_ms = int(lease_s * 1000)
         self.held: set[str] = set()  # this process's open reservations, renewed while they run
 
-    async def reserve(self, usage: UsageStart, micros: int, limits: SpendLimits | None = None) -> Reservation:
+    async def reserve(
+        self, usage: UsageStart, micros: int, limits: SpendLimits | None = None, source: str = "speech"
+    ) -> Reservation:
         if micros < 0:
             raise ValueError("cannot reserve a negative amount")
         reservation_id = f"res_{uuid.uuid4().hex}"
@@ -96,7 +98,7 @@ class Wallet:
             return Reservation(self.store, reservation_id, usage, 0, self.held)
         self.held.add(reservation_id)
         try:
-            outcome = await self.store.reserve(reservation_id, micros, self._expiry(), usage, limits)
+            outcome = await self.store.reserve(reservation_id, micros, self._expiry(), usage, limits, source)
         except BaseException:
             self.held.discard(reservation_id)
             raise

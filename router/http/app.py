@@ -24,10 +24,12 @@ from voxrouter.router.ops import liveness, metrics
 from voxrouter.router.ops.logging import bind_request_id, unbind_request_id
 from voxrouter.router.settings import Settings
 from voxrouter.router.speech import route as speech
+from voxrouter.router.transcription import route as transcription
 
 # The routing table: each area lists its own routes (and documents its API operations beside them).
 ROUTES = [
     *speech.ROUTES,
+    *transcription.ROUTES,
     *catalog.ROUTES,
     *usage.ROUTES,
     *accounts.ROUTES,

@@ -35,7 +35,7 @@ async def read_body(request: Request, model: type[M], max_bytes: int) -> M:
     try:
         parsed = model.model_validate_json(raw)
     except ValidationError as exc:
-        raise ApiError(400, "invalid_body", _describe(exc)) from None
+        raise ApiError(400, "invalid_body", describe_validation(exc)) from None
     if _has_nul(parsed.model_dump()):
         # PostgreSQL text cannot hold U+0000, and no field of ours has a use for it.
         raise ApiError(400, "invalid_body", "strings may not contain NUL (U+0000) characters")
@@ -52,7 +52,8 @@ def _has_nul(value: Any) -> bool:
     return False
 
 
-def _describe(exc: ValidationError) -> str:
+def describe_validation(exc: ValidationError) -> str:
+    """A validation error as one line of `field: problem` pairs (the first ten)."""
     problems = []
     for error in exc.errors(include_url=False)[:10]:
         where = ".".join(str(part) for part in error["loc"]) or "body"

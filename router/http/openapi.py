@@ -37,7 +37,13 @@ _ERRORS = {
 
 
 # Models that no operation names as its body or response, but the wire uses.
-_EXTRA_MODELS: tuple[type[BaseModel], ...] = (schemas.ErrorBody, schemas.SpeechAudioDelta, schemas.SpeechAudioDone)
+_EXTRA_MODELS: tuple[type[BaseModel], ...] = (
+    schemas.ErrorBody,
+    schemas.SpeechAudioDelta,
+    schemas.SpeechAudioDone,
+    schemas.TranscriptTextDelta,
+    schemas.TranscriptTextDone,
+)
 
 
 def api_routes(routes: list[BaseRoute] = ROUTES) -> list[ApiRoute]:
@@ -55,7 +61,7 @@ def _models(routes: list[ApiRoute]) -> tuple[list[type[BaseModel]], set[type[Bas
     for route in routes:
         op = route.operation
         response = op.response[1] if isinstance(op.response, tuple) else op.response
-        for model in (op.body, response):
+        for model in (op.body, response, *op.response_variants):
             if isinstance(model, type) and model not in models:
                 models.append(model)
         if op.body is not None:
@@ -91,7 +97,7 @@ def _operation(route: ApiRoute) -> dict[str, Any]:
     if parameters or op.query:
         out["parameters"] = parameters + list(op.query)
     if op.body is not None:
-        out["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(op.body)}}}
+        out["requestBody"] = {"required": True, "content": {op.body_media_type: {"schema": _ref(op.body)}}}
     if op.response == "audio":
         content: dict[str, Any] = {t: {"schema": {"type": "string", "format": "binary"}} for t in _AUDIO_TYPES}
         content["text/event-stream"] = {"schema": {"type": "string"}}
@@ -105,7 +111,12 @@ def _operation(route: ApiRoute) -> dict[str, Any]:
             "content": content,
         }
     else:
-        ok = {"description": "OK", "content": {"application/json": {"schema": _response_schema(op.response)}}}
+        schema = _response_schema(op.response)
+        if op.response_variants:
+            schema = {"oneOf": [schema, *(_ref(model) for model in op.response_variants)]}
+        ok = {"description": "OK", "content": {"application/json": {"schema": schema}}}
+        for media_type in op.text_media_types:
+            ok["content"][media_type] = {"schema": {"type": "string"}}
     # An API key's requests count against its limits: 429 possible, X-RateLimit-* on every answer.
     counted = "apiKey" in op.security
     errors = sorted({*op.errors, 429}) if counted else op.errors

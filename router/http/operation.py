@@ -26,12 +26,15 @@ class Operation:
     summary: str
     response: Response
     body: type[BaseModel] | None = None
+    body_media_type: str = "application/json"  # multipart/form-data for uploads
     query: tuple[dict[str, Any], ...] = ()
     errors: tuple[int, ...] = (401, 500)
     security: tuple[str, ...] = API_KEY
     status: int = 200
     notes: tuple[tuple[int, str], ...] = ()  # error descriptions that differ from the defaults
     retry_after: tuple[int, ...] = (429, 503)  # error statuses that carry Retry-After
+    response_variants: tuple[type[BaseModel], ...] = ()  # other JSON shapes the 200 may take (oneOf)
+    text_media_types: tuple[str, ...] = ()  # text bodies the 200 may be instead (text/plain, SSE)
 
 
 class ApiRoute(Route):

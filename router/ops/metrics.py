@@ -34,6 +34,10 @@ TTFB = Histogram("voxrouter_ttfb_seconds", "Time to the first audio byte.", ["pr
 DURATION = Histogram("voxrouter_request_duration_seconds", "Whole speech request, to the last byte.", ["provider"], buckets=_SECONDS)
 CHARACTERS = Counter("voxrouter_characters", "Input characters served.", ["provider"])
 AUDIO_SECONDS = Counter("voxrouter_audio_seconds", "Seconds of audio served (PCM-based streams).", ["provider"])
+TRANSCRIPTIONS = Counter(
+    "voxrouter_transcriptions", "Transcription requests by outcome.", ["provider", "model", "status", "code"]
+)
+TRANSCRIBED_SECONDS = Counter("voxrouter_transcribed_audio_seconds", "Seconds of audio transcribed.", ["provider"])
 COST = Counter("voxrouter_cost_micros", "Charged cost in USD micro-dollars.", ["provider"])
 RESERVATIONS = Gauge("voxrouter_reservations_in_flight", "Wallet holds of requests still running.", multiprocess_mode="livesum")
 BREAKER = Gauge(

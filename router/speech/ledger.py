@@ -26,7 +26,7 @@ import anyio
 from voxrouter.providers.base import ProviderError
 from voxrouter.router.accounts.auth import Principal
 from voxrouter.router.billing.wallet import InsufficientCredit, Reservation, SpendLimitExceeded, Wallet, spend_limits
-from voxrouter.router.http.errors import ApiError
+from voxrouter.router.billing.refusals import credit_refusal
 from voxrouter.router.limits.state import Slot
 from voxrouter.router.ops import metrics
 from voxrouter.router.resilience import dispatch
@@ -81,16 +81,8 @@ class SpeechLedger:
         try:
             self._reservation = await self._wallet.reserve(self.usage, micros, self._spend_limits())
             return
-        except InsufficientCredit:
-            error = ApiError(
-                402, "insufficient_credit", f"this request needs {micros} micro-dollars of available credit; top up and retry"
-            )
-        except SpendLimitExceeded as exc:
-            error = ApiError(
-                402,
-                "spend_limit_exceeded",
-                f"this request ({micros} micro-dollars) would pass the key's {exc.period} spend limit of {exc.limit_micros}",
-            )
+        except (InsufficientCredit, SpendLimitExceeded) as exc:
+            error = credit_refusal(exc, micros, "request")
         await self.refuse(error.status, error.code)
         raise error
 

@@ -18,6 +18,8 @@ class UsageStart:
     provider: str | None
     model: str | None
     characters: int
+    kind: str = "speech"  # or "transcription"
+    audio_ms: int = 0  # a transcription's measured duration, what it is priced on
     row_id: str = dataclasses.field(default_factory=lambda: f"use_{uuid.uuid4().hex}")  # the row's own key
 
 
@@ -41,6 +43,7 @@ class UsageRow:
     cost_micros: int
     error_code: str | None
     request_id: str | None = None  # None on rows written before request ids were kept
+    kind: str = "speech"  # "speech" or "transcription"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,8 +21,8 @@ class SQLUsage(SQLBackend):
 
 async def insert_usage(tx: Tx, start: UsageStart, reservation_id: str | None) -> None:
     await tx.run(
-        "INSERT INTO usage_records (id, request_id, org_id, key_id, created_at, provider, model, characters, reservation_id)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO usage_records (id, request_id, org_id, key_id, created_at, provider, model, characters, reservation_id, kind, audio_ms)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         start.row_id,
         start.request_id,
         start.org_id,
@@ -32,6 +32,8 @@ async def insert_usage(tx: Tx, start: UsageStart, reservation_id: str | None) ->
         start.model,
         start.characters,
         reservation_id,
+        start.kind,
+        start.audio_ms,
     )
 
 
@@ -75,7 +77,7 @@ async def _usage_summary(tx: Tx, org_id: str, since: str, limit: int) -> UsageSu
         since,
     )
     recent = await tx.all(
-        f"SELECT created_at, status, provider, model, cost_micros, error_code, request_id {window}"
+        f"SELECT created_at, status, provider, model, cost_micros, error_code, request_id, kind {window}"
         " ORDER BY created_at DESC, id DESC LIMIT ?",
         org_id,
         since,
