@@ -241,6 +241,7 @@ class Result:
     ttfb: float | None
     total: float
     at: float = 0.0  # when it started (time.monotonic())
+    audio_s: float = 0.0  # seconds of 24 kHz s16 PCM received
 
 
 async def _legit_one(client: httpx.AsyncClient, url: str, key: str, text: str, limit_s: float) -> Result:
@@ -269,11 +270,12 @@ async def _legit_one(client: httpx.AsyncClient, url: str, key: str, text: str, l
     total = time.perf_counter() - started
     at = time.monotonic() - total
     if status == 200 and size > 0:
-        return Result(True, "200", ttfb, total, at)
+        return Result(True, "200", ttfb, total, at, size / 48_000)
     return Result(False, f"{status} empty" if status == 200 else str(status), ttfb, total, at)
 
 
-async def legit_phase(url: str, key: str, concurrency: int, duration: float, stop: asyncio.Event, warmup: int = 0) -> list[Result]:
+async def legit_phase(url: str, key: str, concurrency: int, duration: float, stop: asyncio.Event, warmup: int = 0,
+                      pace: str = "fast") -> list[Result]:
     """`concurrency` clients loop until `duration` has passed (or `stop`); a request still in
     flight at the end may finish within a grace period (then it counts as failed)."""
     results: list[Result] = []
@@ -291,10 +293,15 @@ async def legit_phase(url: str, key: str, concurrency: int, duration: float, sto
 
         async def worker(n: int) -> None:
             i = n
+            if pace == "listen":  # independent listeners: arrivals spread over a clip's length, not in step
+                await asyncio.sleep(n * 4.0 / concurrency)
             while time.monotonic() < deadline and not stop.is_set():
                 grace = max(deadline - time.monotonic(), 0) + 30
-                results.append(await _legit_one(client, url, key, SENTENCES[i % len(SENTENCES)], min(60, grace)))
+                result = await _legit_one(client, url, key, SENTENCES[i % len(SENTENCES)], min(60, grace))
+                results.append(result)
                 i += 1
+                if pace == "listen" and result.ok:  # a player: the next request when this clip has played
+                    await asyncio.sleep(max(0.0, result.audio_s - result.total))
 
         await asyncio.gather(*(worker(n) for n in range(concurrency)))
     return results
@@ -664,7 +671,7 @@ async def run_phases(url: str, port: int, keys: dict[str, str], args: argparse.N
         await legit_phase(url, keys["legit"], args.concurrency, 0, stop, warmup=2 * args.concurrency)
         print(f"phase alone: {args.concurrency} clients for {plan.duration:g}s", flush=True)
         watch.phase = "alone"
-        alone = PhaseStats("alone", await legit_phase(url, keys["legit"], args.concurrency, plan.duration, stop))
+        alone = PhaseStats("alone", await legit_phase(url, keys["legit"], args.concurrency, plan.duration, stop, pace=args.pace))
         phases.append(alone)
         if stop.is_set():
             return phases, outcomes, after
@@ -672,7 +679,7 @@ async def run_phases(url: str, port: int, keys: dict[str, str], args: argparse.N
         watch.phase = "attack"
         deadline = time.monotonic() + plan.duration
         legit, _ = await asyncio.gather(
-            legit_phase(url, keys["legit"], args.concurrency, plan.duration, stop),
+            legit_phase(url, keys["legit"], args.concurrency, plan.duration, stop, pace=args.pace),
             attack(url, port, keys["hostile"], plan, deadline, outcomes, stop),
         )
         phases.append(PhaseStats("attack", legit))
@@ -691,6 +698,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=None, help="seconds per phase (default 60; 10 with --quick)")
     parser.add_argument("--concurrency", type=int, default=8, help="legitimate clients")
+    parser.add_argument("--pace", choices=("fast", "listen"), default="fast",
+                        help="legitimate clients read as fast as they can and ask again at once (fast), or ask again "
+                             "once the clip would have played (listen: a player)")
     parser.add_argument("--max-rss-mb", type=float, default=6000, help="kill the gateway past this RSS (it and its children)")
     parser.add_argument("--quick", action="store_true", help="10 s phases, fewer hostile connections")
     parser.add_argument("--probes", default=",".join(PROBES), help=f"comma-separated subset of: {','.join(PROBES)} (default: all)")

@@ -139,7 +139,8 @@ class EngineRunner:
         engine = self.engine
         settings = self.settings
         language = engine.text_language(text, utterance)
-        spoken = text_mod.normalize(text, language)
+        # A long text is normalised on a worker thread: the regex passes would hold up every other stream.
+        spoken = await asyncio.to_thread(text_mod.normalize, text, language) if len(text) > 2_000 else text_mod.normalize(text, language)
         if not text_mod.has_speech(spoken):
             raise NothingToSpeak("the text has nothing to speak: no letter or digit (only punctuation, symbols, emoji or the like)")
         budget_s = settings.request_budget_s(text_mod.budget_chars(spoken))

@@ -4,6 +4,7 @@ stream -> settle. The request's bookkeeping (usage row, money, slot) is its ledg
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 
@@ -25,6 +26,9 @@ from voxrouter.router.resilience import dispatch
 from voxrouter.router.schemas import SpeechRequest
 from voxrouter.router.speech import audio, stream
 from voxrouter.router.speech.ledger import SpeechLedger
+
+
+_PLAN_OFF_LOOP_CHARS = 2_000  # longer texts are planned (normalised and counted) on a worker thread
 
 
 async def create_speech(request: Request) -> Response:
@@ -53,7 +57,10 @@ async def _admit(
     try:
         body = await read_body(request, SpeechRequest, gateway.config.server.max_body_bytes)
         ledger.parsed(body)
-        plan = dispatch.plan(gateway.config, gateway.providers, body)
+        if dispatch.text_length(body) > _PLAN_OFF_LOOP_CHARS:  # normalising it would hold up every other stream
+            plan = await asyncio.to_thread(dispatch.plan, gateway.config, gateway.providers, body)
+        else:
+            plan = dispatch.plan(gateway.config, gateway.providers, body)
         ledger.planned(plan)
         counted = True
         admission = await limits.admit(
