@@ -456,12 +456,13 @@ class WhisperEngine:
         prompt: str | None = None,
         temperature: float = 0.0,
         cancel: threading.Event | None = None,
+        task: str = "transcribe",
     ) -> Transcript:
         """What is said in `audio`: float32 mono samples at 16 kHz, or the bytes of an audio file,
         heard by `model` (default: the engine's `default_model`, tiny.en). The language is
         detected when not given (tiny.en: always "en"). Blocking. Raises InvalidOption
         (UndecodableAudio among them), EngineNotInstalled, TranscriptionCancelled."""
-        return self._transcribe(audio, model, language, word_timestamps, prompt, temperature, (cancel,))
+        return self._transcribe(audio, model, language, word_timestamps, prompt, temperature, (cancel,), task)
 
     def _transcribe(
         self,
@@ -472,8 +473,13 @@ class WhisperEngine:
         prompt: str | None,
         temperature: float,
         cancels: tuple[threading.Event | None, ...],
+        task: str = "transcribe",
     ) -> Transcript:
         model, language = self.check_options(model=model, language=language, prompt=prompt, temperature=temperature)
+        if task not in ("transcribe", "translate"):
+            raise InvalidOption(f"task must be transcribe or translate, not {task!r}")
+        if task == "translate" and model in _ENGLISH_ONLY:
+            raise InvalidOption(f"model {model} hears English only and cannot translate; use model base")
         events = [event for event in cancels if event is not None]
 
         def check_cancelled() -> None:
@@ -500,6 +506,7 @@ class WhisperEngine:
             initial_prompt=prompt or None,
             word_timestamps=word_timestamps,
             vad_filter=False,
+            task=task,
         )
         segments: list[Segment] = []
         try:
@@ -537,6 +544,7 @@ class WhisperEngine:
         temperature: float = 0.0,
         cancel: threading.Event | None = None,
         tenant: str = "",
+        task: str = "transcribe",
     ) -> Transcript:
         """`transcribe` on the engine's workers, admitted by its gate: at most `workers` at once and
         `max_queue` waiting (EngineBusy beyond, or after `queue_timeout_s`). Options are checked
@@ -555,6 +563,7 @@ class WhisperEngine:
                     prompt,
                     temperature,
                     (cancel, stop),
+                    task,
                     tenant=tenant,
                 )
             except BaseException:

@@ -3,7 +3,7 @@ each built from its `voxrouter.providers.spec.ProviderSpec` and declaring its `P
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Callable, Mapping
 
 import httpx
 
@@ -30,9 +30,32 @@ def build_provider(
     return adapters[spec.adapter](provider_id, spec, transport=transport)
 
 
-def build_transcribers(local: LocalWhisperSpec, provider_ids: Iterable[str] = ("local",)) -> dict[str, Transcriber]:
-    """The speech-to-text adapters by provider id: the local Whisper engine for now (its model
-    loads at the first request). Remote adapters join here, each declaring its features."""
+def _stt_adapters() -> dict[str, Callable[..., Transcriber]]:
+    from voxrouter.providers.cartesia_stt import CartesiaTranscriber
+    from voxrouter.providers.elevenlabs_stt import ElevenLabsTranscriber
+    from voxrouter.providers.openai_stt import OpenAITranscriber
+
+    return {"openai": OpenAITranscriber, "elevenlabs": ElevenLabsTranscriber, "cartesia": CartesiaTranscriber}
+
+
+def build_transcribers(
+    local: LocalWhisperSpec,
+    providers: Mapping[str, ProviderSpec],
+    provider_ids: set[str] | frozenset[str] = frozenset({"local"}),
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> dict[str, Transcriber]:
+    """The speech-to-text adapters by provider id, for the providers `provider_ids` names: the local
+    Whisper engine (its model loads at the first request) and a remote adapter per provider whose
+    `adapter` has one (its base URL, key and timeouts are the provider's spec)."""
     from voxrouter.providers.local_stt import LocalTranscriber
 
-    return {pid: LocalTranscriber(pid, local) for pid in provider_ids if pid == "local"}
+    remote = _stt_adapters()
+    built: dict[str, Transcriber] = {}
+    for pid in sorted(provider_ids):
+        spec = providers.get(pid)
+        if pid == "local" or (spec is not None and spec.adapter == "local"):
+            built[pid] = LocalTranscriber(pid, local)
+        elif spec is not None and spec.adapter in remote:
+            built[pid] = remote[spec.adapter](pid, spec, transport=transport)
+    return built

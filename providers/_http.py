@@ -34,6 +34,17 @@ def build_client(
     )
 
 
+def client_for(spec: Any, transport: httpx.AsyncBaseTransport | None = None, base_url: str | None = None) -> httpx.AsyncClient:
+    """The client for a provider spec (`ProviderSpec`): its base URL (or `base_url`), timeouts and pool size."""
+    return build_client(
+        base_url if base_url is not None else spec.resolved_base_url(),
+        connect_timeout_s=spec.connect_timeout_s,
+        read_timeout_s=spec.read_timeout_s,
+        max_connections=spec.max_connections,
+        transport=transport,
+    )
+
+
 def path_segment(value: str, *, provider: str, field: str) -> str:
     """`value` as one percent-encoded URL path segment. "." and ".." are refused: they would
     climb the path ("/v1/text-to-speech/../stream" is "/v1/stream" once resolved)."""

@@ -13,6 +13,8 @@ from voxrouter.providers.transcription import Transcript, TranscriberFeatures, T
 
 _PREFIX = "whisper-"
 _FEATURES = TranscriberFeatures(word_timestamps=True, segment_timestamps=True, prompt=True)
+# Only a multilingual model translates (Whisper's `translate` task); tiny.en hears English only.
+_TRANSLATING = TranscriberFeatures(word_timestamps=True, segment_timestamps=True, prompt=True, translation=True)
 
 
 class LocalTranscriber:
@@ -32,7 +34,7 @@ class LocalTranscriber:
         return tuple(_PREFIX + model for model in ("tiny.en", "base"))
 
     def features(self, model: str) -> TranscriberFeatures:
-        return _FEATURES
+        return _FEATURES if model.endswith(".en") else _TRANSLATING
 
     def unavailable_reason(self, model: str) -> str | None:
         if model not in self.models():
@@ -60,6 +62,7 @@ class LocalTranscriber:
                 prompt=request.prompt,
                 temperature=request.temperature,
                 tenant=request.tenant,
+                task=request.task,
             )
         except UndecodableAudio as exc:
             raise TranscriptionError("invalid_audio", str(exc)) from None
@@ -74,3 +77,6 @@ class LocalTranscriber:
 
     def close(self) -> None:
         self.engine.close()
+
+    async def aclose(self) -> None:
+        self.close()

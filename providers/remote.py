@@ -8,7 +8,7 @@ from typing import Any, AsyncIterator, ClassVar
 
 import httpx
 
-from voxrouter.providers._http import build_client, error_from_response, probe_get, stream_audio
+from voxrouter.providers._http import client_for, error_from_response, probe_get, stream_audio
 from voxrouter.providers.base import Capabilities, ErrorKind, Health, ProviderDefaults, ProviderError, ProviderFeatures
 from voxrouter.providers.spec import ProviderSpec
 
@@ -36,13 +36,7 @@ class RemoteProvider(ProviderDefaults):
         self.website = spec.website
         self._spec = spec
         self._api_key = spec.resolved_api_key()
-        self._client = build_client(
-            spec.resolved_base_url(),
-            connect_timeout_s=spec.connect_timeout_s,
-            read_timeout_s=spec.read_timeout_s,
-            max_connections=spec.max_connections,
-            transport=transport,
-        )
+        self._client = client_for(spec, transport)
 
     @staticmethod
     def parse_error(body: bytes) -> str:

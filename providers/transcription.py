@@ -5,14 +5,15 @@ The route (router/transcription/route.py) resolves `provider/model` (or an alias
 `Transcriber` from `build_transcribers`, checks the request against its `TranscriberFeatures`
 (so it never probes an adapter with `hasattr`), and awaits `transcribe`. The result is the local
 engine's `Transcript` shape (text, language, duration, segments, words), which a remote adapter
-fills from its upstream's answer. Only the local Whisper engine implements it so far
-(providers/local_stt.py); a remote adapter is one more module registered in `_ADAPTERS`.
+fills from its upstream's answer. The local Whisper engine (providers/local_stt.py) and the remote
+adapters (openai_stt.py, elevenlabs_stt.py, cartesia_stt.py on the shared stt_http.py) implement it;
+`build_transcribers` in providers/__init__.py picks one per provider by its `adapter`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Protocol
+from typing import Literal, Protocol
 
 from voxrouter.local_engines.whisper import Segment, Transcript, Word
 
@@ -34,7 +35,10 @@ class TranscriberFeatures:
     word_timestamps: bool = False  # `timestamp_granularities[]=word`
     segment_timestamps: bool = True  # segments with start/end (srt, vtt, verbose_json)
     prompt: bool = False  # a `prompt` steers the decoding
-    translation: bool = False  # can answer in English for `/v1/audio/translations` (not routed yet)
+    translation: bool = False  # can answer in English for `/v1/audio/translations`
+    # The `response_format`s the model can be rendered in (None: all of them; the gateway renders
+    # them from the transcript, so only a model that returns no segments is narrower).
+    response_formats: tuple[str, ...] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,17 +52,21 @@ class TranscriptionRequest:
     word_timestamps: bool = False
     tenant: str = ""  # the organization, for fair scheduling of shared workers
     request_id: str = ""
+    task: Literal["transcribe", "translate"] = "transcribe"  # translate: the answer in English
 
 
 class TranscriptionError(Exception):
     """A transcription that did not happen. `kind` is one of: `invalid_audio` (the client's file),
     `invalid_option` (a field the model refuses), `busy` (no worker in time), `unavailable`
-    (the model is not installed or the upstream is down), `upstream` (the upstream failed)."""
+    (the model is not installed or the upstream is down), `upstream` (the upstream failed),
+    `rate_limited` (the upstream's 429), `auth` (the upstream refused the gateway's key),
+    `timeout` (no answer in time). `retry_after` is the upstream's, in seconds, where it sent one."""
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: str, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
+        self.retry_after = retry_after
 
 
 class Transcriber(Protocol):
@@ -83,4 +91,6 @@ class Transcriber(Protocol):
         """What is said in `request.audio`; raises TranscriptionError. Never blocks the event loop."""
         ...
 
-    def close(self) -> None: ...
+    async def aclose(self) -> None:
+        """Release what it holds (worker threads, connections); called once at shutdown."""
+        ...

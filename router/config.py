@@ -183,6 +183,22 @@ class ServerSpec(StrictModel):
 
 class TranscriptionModelSpec(StrictModel):
     price_micros_per_minute: int = Field(default=0, ge=0)  # integer USD micro-dollars per audio minute
+    # Where a transcription goes when this model's upstream fails before a result (its circuit is
+    # open, it answered 429/5xx/401, it timed out): other `transcription.models`, tried in order.
+    fallbacks: list[str] = []
+
+
+_LOCAL_FALLBACK = ["local/whisper-tiny.en"]
+# As config/default.yaml ships them: a config without a `transcription:` section behaves the same.
+DEFAULT_STT_MODELS = {
+    "local/whisper-tiny.en": TranscriptionModelSpec(),
+    "local/whisper-base": TranscriptionModelSpec(),
+    "openai/whisper-1": TranscriptionModelSpec(price_micros_per_minute=6000, fallbacks=_LOCAL_FALLBACK),
+    "openai/gpt-4o-transcribe": TranscriptionModelSpec(price_micros_per_minute=6000, fallbacks=_LOCAL_FALLBACK),
+    "openai/gpt-4o-mini-transcribe": TranscriptionModelSpec(price_micros_per_minute=3000, fallbacks=_LOCAL_FALLBACK),
+    "elevenlabs/scribe_v2": TranscriptionModelSpec(price_micros_per_minute=6700, fallbacks=_LOCAL_FALLBACK),
+    "cartesia/ink-whisper": TranscriptionModelSpec(price_micros_per_minute=2300, fallbacks=_LOCAL_FALLBACK),
+}
 
 
 class TranscriptionSpec(StrictModel):
@@ -192,7 +208,7 @@ class TranscriptionSpec(StrictModel):
     local Whisper engine's pool."""
 
     max_file_bytes: int = Field(default=26_214_400, gt=0)  # 25 MiB, OpenAI's cap; larger: 413
-    models: dict[str, TranscriptionModelSpec] = {"local/whisper-tiny.en": TranscriptionModelSpec()}
+    models: dict[str, TranscriptionModelSpec] = Field(default_factory=lambda: dict(DEFAULT_STT_MODELS))
     aliases: dict[str, str] = {"whisper-1": "local/whisper-tiny.en"}
     local: LocalWhisperSpec = LocalWhisperSpec()
 
@@ -205,6 +221,10 @@ class TranscriptionSpec(StrictModel):
         for alias, target in self.aliases.items():
             if target not in self.models:
                 raise ValueError(f"transcription alias {alias!r} names {target!r}, which transcription.models does not list")
+        for name, model in self.models.items():
+            for fallback in model.fallbacks:
+                if fallback not in self.models or fallback == name:
+                    raise ValueError(f"transcription model {name!r} falls back to {fallback!r}, which is not another listed model")
         return self
 
 

@@ -89,7 +89,7 @@ async def running_gateway(
         stripe=_stripe(settings, config),
         stripe_webhook_secret=settings.stripe_webhook_secret,
         revocations=RevocationBus(settings.redis_url, settings.redis_prefix) if settings.redis_url else None,
-        transcribers=build_transcribers(config.transcription.local, _stt_providers(config)),
+        transcribers=build_transcribers(config.transcription.local, config.providers, _stt_providers(config)),
     )
     if gateway.revocations is not None:
         gateway.auth.publish = gateway.revocations.publish
@@ -123,7 +123,7 @@ async def running_gateway(
         for provider in providers.values():
             await provider.aclose()
         for transcriber in gateway.transcribers.values():
-            transcriber.close()
+            await transcriber.aclose()
         if gateway.stripe is not None:
             await gateway.stripe.aclose()
         if gateway.revocations is not None:

@@ -145,6 +145,18 @@ class TranscriptionRequest(BaseModel):
     stream: bool = False
 
 
+class TranslationRequest(BaseModel):
+    """OpenAI's multipart translation form: the audio heard and answered in English."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    file: bytes = Field(description="The audio: flac, mp3, mp4, mpeg, mpga, m4a, ogg, wav or webm.")
+    model: str = Field(min_length=1, max_length=256, pattern=r"^[\x21-\x7e]+$")  # provider/model or an alias
+    prompt: str | SkipJsonSchema[None] = Field(default=None, max_length=2000, json_schema_extra=_absent_by_default)
+    temperature: float = Field(default=0.0, ge=0.0, le=1.0)
+    response_format: TranscriptionFormat = "json"
+
+
 class TranscriptionUsage(_Body):
     type: Literal["duration"] = "duration"
     seconds: float  # the audio's duration, as measured by the gateway
@@ -179,7 +191,7 @@ class TranscriptSegmentOut(_Body):
 
 
 class TranscriptionVerboseOut(_Body):
-    task: Literal["transcribe"] = "transcribe"
+    task: Literal["transcribe", "translate"] = "transcribe"  # translate: /v1/audio/translations
     language: str  # ISO 639-1
     duration: float
     text: str

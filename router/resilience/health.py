@@ -57,6 +57,16 @@ class HealthBoard:
             circuit = self._circuits[cid] = Circuit(cid, self._config.breaker(provider.id))
         return circuit
 
+    def stt_circuit(self, provider_id: str) -> Circuit:
+        """A provider's speech-to-text circuit (`stt:<provider>`): its own upstream endpoint, broken
+        apart from the provider's speech; the breaker settings are the provider's."""
+        cid = f"stt:{provider_id}"
+        circuit = self._circuits.get(cid)
+        if circuit is None:
+            spec = self._config.breaker(provider_id) if provider_id in self._config.providers else self._config.resilience.breaker
+            circuit = self._circuits[cid] = Circuit(cid, spec)
+        return circuit
+
     def circuits(self) -> dict[str, Circuit]:
         return dict(self._circuits)
 

@@ -4,7 +4,7 @@ model out); `read_form` reads the request body (413 past the cap) and parses the
 
 from __future__ import annotations
 
-from typing import AsyncIterator, Iterable
+from typing import AsyncIterator, Iterable, TypeVar
 
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
@@ -13,7 +13,9 @@ from starlette.requests import Request
 
 from voxrouter.router.http.body import describe_validation, read_raw
 from voxrouter.router.http.errors import ApiError
-from voxrouter.router.schemas import TranscriptionRequest
+from voxrouter.router.schemas import TranscriptionRequest, TranslationRequest
+
+Form = TypeVar("Form", TranscriptionRequest, TranslationRequest)
 
 # OpenAI's list, plus the names the same containers go by (oga, opus: Ogg; mov: MP4).
 EXTENSIONS = frozenset({"flac", "mp3", "mp4", "mpeg", "mpga", "m4a", "ogg", "oga", "opus", "wav", "webm"})
@@ -23,9 +25,14 @@ _MAX_FIELD_BYTES = 8 * 1024  # a prompt of 2,000 characters fits
 
 
 def validate_form(
-    fields: Iterable[tuple[str, str]], file: bytes | None, filename: str, max_file_bytes: int
-) -> TranscriptionRequest:
-    """The form's text fields (repeated keys kept, in order) and its one file, checked."""
+    fields: Iterable[tuple[str, str]],
+    file: bytes | None,
+    filename: str,
+    max_file_bytes: int,
+    schema: type[Form] = TranscriptionRequest,  # type: ignore[assignment]
+) -> Form:
+    """The form's text fields (repeated keys kept, in order) and its one file, checked against
+    `schema` (a transcription's form, or a translation's)."""
     if file is None:
         raise ApiError(400, "invalid_body", "file: a multipart file field named 'file' is required")
     if len(file) > max_file_bytes:
@@ -48,9 +55,11 @@ def validate_form(
         else:
             values[key] = value
     try:
-        form = TranscriptionRequest.model_validate(values)
+        form = schema.model_validate(values)
     except ValidationError as exc:
         raise ApiError(400, "invalid_body", describe_validation(exc)) from None
+    if not isinstance(form, TranscriptionRequest):
+        return form
     if form.timestamp_granularities and form.response_format != "verbose_json":
         raise ApiError(400, "invalid_body", "timestamp_granularities[]: needs response_format verbose_json")
     if form.stream and form.response_format not in ("json", "text"):
@@ -58,13 +67,15 @@ def validate_form(
     return form
 
 
-async def read_form(request: Request, max_file_bytes: int) -> tuple[TranscriptionRequest, str]:
+async def read_form(
+    request: Request, max_file_bytes: int, schema: type[Form] = TranscriptionRequest  # type: ignore[assignment]
+) -> tuple[Form, str]:
     """The request's form and its file's name; 413 as soon as the body passes the cap."""
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         raise ApiError(400, "invalid_body", "the body must be multipart/form-data with a 'file' field")
     raw = await read_raw(request, max_file_bytes + FORM_OVERHEAD_BYTES)
     fields, file, filename = await parse_multipart(request, raw)
-    return validate_form(fields, file, filename, max_file_bytes), filename
+    return validate_form(fields, file, filename, max_file_bytes, schema), filename
 
 
 async def parse_multipart(request: Request, raw: bytes) -> tuple[list[tuple[str, str]], bytes | None, str]:

@@ -56,7 +56,7 @@ def usage(duration_ms: int) -> schemas.TranscriptionUsage:
 
 
 def verbose(
-    transcript: Transcript, granularities: Iterable[str], duration_ms: int, temperature: float
+    transcript: Transcript, granularities: Iterable[str], duration_ms: int, temperature: float, task: str = "transcribe"
 ) -> schemas.TranscriptionVerboseOut:
     """verbose_json: segments unless only words were asked for (OpenAI's default is segment)."""
     wanted = set(granularities) or {"segment"}
@@ -73,6 +73,7 @@ def verbose(
             for s in transcript.segments
         ]
     return schemas.TranscriptionVerboseOut(
+        task="translate" if task == "translate" else "transcribe",
         language=transcript.language,
         duration=round(duration_ms / 1000, 3),
         text=transcript.text,
@@ -83,7 +84,12 @@ def verbose(
 
 
 def render(
-    transcript: Transcript, response_format: str, granularities: Iterable[str], duration_ms: int, temperature: float
+    transcript: Transcript,
+    response_format: str,
+    granularities: Iterable[str],
+    duration_ms: int,
+    temperature: float,
+    task: str = "transcribe",
 ) -> str:
     """The response body of one non-streaming transcription."""
     if response_format == "text":
@@ -93,7 +99,7 @@ def render(
     if response_format == "vtt":
         return vtt(transcript.segments)
     if response_format == "verbose_json":
-        out = verbose(transcript, granularities, duration_ms, temperature)
+        out = verbose(transcript, granularities, duration_ms, temperature, task)
         return out.model_dump_json(exclude_none=True)
     return schemas.TranscriptionOut(text=transcript.text, usage=usage(duration_ms)).model_dump_json()
 

@@ -9,6 +9,7 @@ exactly once, before the money is settled; all of it survives the request's canc
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 
@@ -40,6 +41,8 @@ class TranscriptionLedger:
         self._slot: Slot | None = None
         self._reservation: Reservation | None = None
         self._ended = False
+        self.attempts: list[dict[str, str | None]] = []  # the dispatcher's calls and pass-overs
+        self._served: tuple[str, str] | None = None
 
     @property
     def request_id(self) -> str:
@@ -52,6 +55,11 @@ class TranscriptionLedger:
     def resolved(self, provider: str, label: str) -> None:
         """The model the request goes to (`provider/model`)."""
         self.usage = dataclasses.replace(self.usage, provider=provider, model=label)
+
+    def served(self, provider: str, label: str) -> None:
+        """The model that gave the transcript, when a fallback did (the row keeps both)."""
+        if label != self.usage.model:
+            self._served = (provider, label)
 
     @property
     def audio_ms(self) -> int:
@@ -125,8 +133,8 @@ class TranscriptionLedger:
             logger.exception("could not record usage for %s", self.request_id)
 
     def _outcome(self, status: int, code: str | None, cost: int) -> UsageEnd:
-        provider = self.usage.provider or "none"
-        metrics.TRANSCRIPTIONS.labels(provider, self.usage.model or "none", str(status), code or "").inc()
+        provider, model = self._served or (self.usage.provider or "none", self.usage.model or "none")
+        metrics.TRANSCRIPTIONS.labels(provider, model, str(status), code or "").inc()
         if status == 200:
             metrics.TRANSCRIBED_SECONDS.labels(provider).inc(self.audio_ms / 1000)
             if cost:
@@ -136,4 +144,7 @@ class TranscriptionLedger:
             error_code=code,
             cost_micros=cost,
             latency_ms=round((time.monotonic() - self.started) * 1000),
+            attempts=json.dumps(self.attempts),
+            provider=self._served[0] if self._served else None,
+            model=self._served[1] if self._served else None,
         )

@@ -1,4 +1,5 @@
-"""Loopback emulator of Cartesia's `POST /tts/bytes` and paginated `GET /voices`."""
+"""Loopback emulator of Cartesia's `POST /tts/bytes`, paginated `GET /voices` and batch speech to
+text (`POST /stt`, cartesia_stt_emu.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from tests.emulators import cartesia_stt_emu
 from tests.emulators.audio import encoded, split
 from tests.emulators.behaviour import EmulatorState, before_first_byte, paced, record, retry_after_headers
 
@@ -114,4 +116,5 @@ def create_app(state: EmulatorState, *, max_page_size: int = DEFAULT_MAX_PAGE_SI
         has_more = start + len(page) < len(VOICES)
         return JSONResponse({"data": page, "has_more": has_more, "next_page": page[-1]["id"] if has_more and page else None})
 
-    return Starlette(routes=[Route("/tts/bytes", tts_bytes, methods=["POST"]), Route("/voices", voices)])
+    routes = [Route("/tts/bytes", tts_bytes, methods=["POST"]), Route("/voices", voices)]
+    return Starlette(routes=routes + cartesia_stt_emu.create_routes(state))

@@ -1,4 +1,5 @@
-"""Loopback emulator of ElevenLabs' streaming TTS, `GET /v1/voices` and `GET /v1/models`."""
+"""Loopback emulator of ElevenLabs' streaming TTS, `GET /v1/voices`, `GET /v1/models` and Scribe
+(`POST /v1/speech-to-text`, elevenlabs_stt_emu.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from tests.emulators import elevenlabs_stt_emu
 from tests.emulators.audio import encoded, split
 from tests.emulators.behaviour import EmulatorState, before_first_byte, paced, record, retry_after_headers
 
@@ -144,5 +146,6 @@ def create_app(state: EmulatorState) -> Starlette:
             Route("/v1/text-to-speech/{voice_id}", tts, methods=["POST"]),
             Route("/v1/voices", voices),
             Route("/v1/models", models),
+            *elevenlabs_stt_emu.create_routes(state),
         ]
     )

@@ -1,4 +1,5 @@
-"""Loopback emulator of OpenAI's `POST /v1/audio/speech` and `GET /v1/models`."""
+"""Loopback emulator of OpenAI's `POST /v1/audio/speech`, `GET /v1/models` and speech to text
+(`/v1/audio/transcriptions`, `/v1/audio/translations`: openai_stt_emu.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from tests.emulators import openai_stt_emu
 from tests.emulators.audio import encoded, split
 from tests.emulators.behaviour import EmulatorState, before_first_byte, paced, record, retry_after_headers
 
@@ -74,4 +76,5 @@ def create_app(state: EmulatorState) -> Starlette:
             return _error(state.behaviour.fail_status, "The server had an error", "server_error")
         return JSONResponse({"object": "list", "data": [{"id": m, "object": "model", "owned_by": "openai"} for m in ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")]})
 
-    return Starlette(routes=[Route("/v1/audio/speech", speech, methods=["POST"]), Route("/v1/models", models)])
+    routes = [Route("/v1/audio/speech", speech, methods=["POST"]), Route("/v1/models", models)]
+    return Starlette(routes=routes + openai_stt_emu.create_routes(state))

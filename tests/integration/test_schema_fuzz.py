@@ -79,6 +79,7 @@ _POSITIVE_400 = {
     ("/v1/audio/speech", "post"): {"invalid_model", "invalid_body"},
     # ... nor that a generated file is not audio, nor which options need which response_format.
     ("/v1/audio/transcriptions", "post"): {"invalid_model", "invalid_body", "invalid_audio"},
+    ("/v1/audio/translations", "post"): {"invalid_model", "invalid_body", "invalid_audio"},
     ("/v1/auth/poll", "post"): {"authorization_pending", "slow_down", "expired_token", "access_denied", "invalid_device_code"},
 }
 
@@ -274,6 +275,9 @@ def _prepare(case, creds: Credentials, data: st.DataObject) -> dict[str, str]:
             case.body.pop("timestamp_granularities[]", None)
         if case.body.get("response_format") not in (None, "json", "text"):
             case.body.pop("stream", None)
+    elif (path, method) == ("/v1/audio/translations", "post"):
+        # The same tone, to the model that translates behind the shared gateway (the OpenAI emulator).
+        case.body.update(file=Binary(_TONE_WAV), model="openai/whisper-1")
     return headers
 
 

@@ -455,7 +455,7 @@ class BlockingTranscriber:
         self.cancelled = 0
         self.lock = threading.Lock()
 
-    def __call__(self, audio: Any, model: Any, language: Any, words: Any, prompt: Any, temperature: Any, cancels: tuple[Any, ...]) -> str:
+    def __call__(self, audio: Any, model: Any, language: Any, words: Any, prompt: Any, temperature: Any, cancels: tuple[Any, ...], task: str = "transcribe") -> str:
         with self.lock:
             self.running += 1
             self.most = max(self.most, self.running)
