@@ -225,6 +225,18 @@ def test_the_cap_is_on_characters_as_spoken() -> None:
     assert error.details == "input is 102 characters as spoken; alpha/a-small accepts at most 100"
 
 
+def test_a_text_already_over_the_cap_is_refused_without_normalising_it() -> None:
+    fakes = providers(CONFIG, alpha={"spoken_factor": 2})
+    counted: list[int] = []
+    spoken = fakes["alpha"].spoken_characters
+    fakes["alpha"].spoken_characters = lambda model, text: counted.append(len(text)) or spoken(model, text)  # type: ignore[method-assign]
+
+    error = _refusal("alpha/a-small", fakes, input="x" * 50, provider_options={"instructions": "y" * 200_000})
+
+    assert error.details == "provider_options.instructions is 200000 characters as spoken; alpha/a-small accepts at most 100"
+    assert 200_000 not in counted  # never normalised: it is over the cap as sent (spoken >= len)
+
+
 def test_every_text_field_is_capped_on_its_own() -> None:
     options = {"context": {"previous_text": ["fine", "y" * 101]}}
 
