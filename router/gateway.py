@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from typing import AsyncIterator, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable, Mapping
 
 import httpx
 
@@ -29,6 +29,9 @@ from voxrouter.router.settings import Settings
 from voxrouter.router.store import open_store
 from voxrouter.router.store.base import Store
 
+if TYPE_CHECKING:
+    from voxrouter.local_engines.whisper import WhisperEngine
+
 logger = logging.getLogger("voxrouter")
 
 
@@ -50,6 +53,8 @@ class Gateway:
     stripe_webhook_secret: str | None = dataclasses.field(default=None, repr=False)
     revocations: RevocationBus | None = None  # None: no Redis; other replicas rely on auth.key_cache_ttl_s
     transcribers: dict[str, Transcriber] = dataclasses.field(default_factory=dict)  # speech to text, by provider id
+    # The local Whisper engine that hears our own speech for word timestamps; None: not installed.
+    aligner: WhisperEngine | None = None
 
 
 @contextlib.asynccontextmanager
@@ -91,6 +96,7 @@ async def running_gateway(
         revocations=RevocationBus(settings.redis_url, settings.redis_prefix) if settings.redis_url else None,
         transcribers=build_transcribers(config.transcription.local, config.providers, _stt_providers(config)),
     )
+    own_aligner = _aligner(gateway)
     if gateway.revocations is not None:
         gateway.auth.publish = gateway.revocations.publish
     for provider in providers.values():
@@ -124,6 +130,8 @@ async def running_gateway(
             await provider.aclose()
         for transcriber in gateway.transcribers.values():
             await transcriber.aclose()
+        if own_aligner is not None:
+            own_aligner.close()
         if gateway.stripe is not None:
             await gateway.stripe.aclose()
         if gateway.revocations is not None:
@@ -131,6 +139,19 @@ async def running_gateway(
         await limits.aclose()
         await store.close()
         metrics.process_exiting()
+
+
+def _aligner(gateway: Gateway) -> WhisperEngine | None:
+    """Set `gateway.aligner`: the local transcriber's Whisper engine (sharing its workers), else one of
+    its own built from `transcription.local`; returns the engine built here, for closing."""
+    from voxrouter.providers.local_stt import LocalTranscriber
+
+    built = None
+    engine = next((t.engine for t in gateway.transcribers.values() if isinstance(t, LocalTranscriber)), None)
+    if engine is None:
+        engine = built = LocalTranscriber("local", gateway.config.transcription.local).engine
+    gateway.aligner = engine if engine.missing() is None else None
+    return built
 
 
 def _stt_providers(config: Config) -> set[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from voxrouter.providers.base import AudioFormat
@@ -35,11 +35,19 @@ class SpeechRequest(_Body):
     speed: float | None = Field(default=None, ge=0.25, le=4.0)
     instructions: str | None = Field(default=None, max_length=4096)
     stream_format: Literal["audio", "sse"] = "audio"
+    # Our extension: `speech.audio.timestamps` events among the SSE deltas (stream_format sse only).
+    timestamps: Literal["word"] | None = None
     provider_options: dict[str, Any] = Field(default_factory=dict)
     # Fallbacks tried in order when `model` fails before any audio (as OpenRouter's `models`).
     models: list[Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[\x21-\x7e]+$")]] = Field(
         default_factory=list, max_length=8
     )
+
+    @model_validator(mode="after")
+    def _timestamps_need_sse(self) -> "SpeechRequest":
+        if self.timestamps is not None and self.stream_format != "sse":
+            raise ValueError('timestamps need stream_format "sse"')
+        return self
 
     @property
     def voice_id(self) -> str:
@@ -108,6 +116,17 @@ class SpeechUsage(_Body):
     input_tokens: int
     output_tokens: int
     total_tokens: int
+
+
+class SpeechWord(_Body):
+    word: str  # as written in the input, without the punctuation around it
+    start: float  # seconds from the start of the audio
+    end: float
+
+
+class SpeechAudioTimestamps(_Body):
+    type: Literal["speech.audio.timestamps"] = "speech.audio.timestamps"
+    words: list[SpeechWord]
 
 
 class SpeechAudioDone(_Body):

@@ -40,6 +40,7 @@ _ERRORS = {
 _EXTRA_MODELS: tuple[type[BaseModel], ...] = (
     schemas.ErrorBody,
     schemas.SpeechAudioDelta,
+    schemas.SpeechAudioTimestamps,
     schemas.SpeechAudioDone,
     schemas.TranscriptTextDelta,
     schemas.TranscriptTextDone,

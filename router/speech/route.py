@@ -26,6 +26,7 @@ from voxrouter.router.resilience import dispatch
 from voxrouter.router.schemas import SpeechRequest
 from voxrouter.router.speech import audio, stream
 from voxrouter.router.speech.ledger import SpeechLedger
+from voxrouter.router.speech.timestamps import WordAligner
 
 
 _PLAN_OFF_LOOP_CHARS = 2_000  # longer texts are planned (normalised and counted) on a worker thread
@@ -45,7 +46,7 @@ async def create_speech(request: Request) -> Response:
         await ledger.release()
         raise
     metrics.TTFB.labels(served.target.provider.id).observe(time.monotonic() - started)
-    return _stream(body, served, ledger)
+    return _stream(gateway, body, served, ledger, principal.org_id)
 
 
 async def _admit(
@@ -57,6 +58,8 @@ async def _admit(
     try:
         body = await read_body(request, SpeechRequest, gateway.config.server.max_body_bytes)
         ledger.parsed(body)
+        if body.timestamps is not None and gateway.aligner is None:
+            raise ApiError(400, "invalid_body", "timestamps: the local Whisper engine that hears them is not installed")
         if dispatch.text_length(body) > _PLAN_OFF_LOOP_CHARS:  # normalising it would hold up every other stream
             plan = await asyncio.to_thread(dispatch.plan, gateway.config, gateway.providers, body)
         else:
@@ -100,17 +103,26 @@ async def _dispatch(
         raise
 
 
-def _stream(body: SpeechRequest, served: dispatch.Started, ledger: SpeechLedger) -> AudioStreamResponse:
+def _stream(
+    gateway: Gateway, body: SpeechRequest, served: dispatch.Started, ledger: SpeechLedger, tenant: str
+) -> AudioStreamResponse:
     """The audio in the client's format (and SSE framing), settled by the ledger once it is over."""
     target = served.target
     chunks = served.chunks
     meter = stream.AudioMeter()
+    aligner = None
+    if body.timestamps == "word" and gateway.aligner is not None:
+        aligner = WordAligner(gateway.aligner, body.input, tenant=tenant)
     if target.upstream_format == "pcm":
         chunks = meter.count(chunks, target.provider.id)
+        if aligner is not None:  # heard in stretches as it streams
+            chunks = aligner.tap(chunks, "pcm")
     if target.upstream_format != body.response_format:
         chunks = audio.transcode(chunks, body.response_format)
+    if aligner is not None and target.upstream_format != "pcm":  # heard whole, as the client gets it
+        chunks = aligner.tap(chunks, body.response_format)
     if body.stream_format == "sse":
-        chunks = stream.sse_events(chunks, ledger.usage.characters)
+        chunks = stream.sse_events(chunks, ledger.usage.characters, aligner)
         media_type = "text/event-stream"
     else:
         media_type = audio.CONTENT_TYPES[body.response_format]

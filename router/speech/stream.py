@@ -8,7 +8,9 @@ from typing import AsyncIterator
 
 from voxrouter.providers.base import PCM_SAMPLE_RATE
 from voxrouter.router.ops import metrics
-from voxrouter.router.schemas import SpeechAudioDelta, SpeechAudioDone, SpeechUsage
+from voxrouter.router.schemas import SpeechAudioDelta, SpeechAudioDone, SpeechAudioTimestamps, SpeechUsage, SpeechWord
+from voxrouter.router.speech.timestamps import WordAligner
+from voxrouter.router.speech.wordmatch import TimedWord
 
 
 class AudioMeter:
@@ -29,12 +31,29 @@ class AudioMeter:
             yield chunk
 
 
-async def sse_events(chunks: AsyncIterator[bytes], characters: int) -> AsyncIterator[bytes]:
-    """OpenAI's speech SSE shape: audio deltas, then a done event with usage."""
-    async for chunk in chunks:
-        event = SpeechAudioDelta(audio=base64.b64encode(chunk).decode("ascii"))
-        yield b"data: " + event.model_dump_json().encode() + b"\n\n"
+async def sse_events(
+    chunks: AsyncIterator[bytes], characters: int, aligner: WordAligner | None = None
+) -> AsyncIterator[bytes]:
+    """OpenAI's speech SSE shape: audio deltas, then a done event with usage; with an `aligner`
+    (which taps `chunks`), `speech.audio.timestamps` events of the input's words among the deltas
+    as their times become known, the last ones before done."""
+    try:
+        async for chunk in chunks:
+            event = SpeechAudioDelta(audio=base64.b64encode(chunk).decode("ascii"))
+            yield b"data: " + event.model_dump_json().encode() + b"\n\n"
+            if aligner is not None and (words := aligner.ready()):
+                yield _timestamps(words)
+        if aligner is not None and (words := await aligner.finish()):
+            yield _timestamps(words)
+    finally:
+        if aligner is not None:
+            aligner.close()
     # Upstreams bill characters, not tokens: report the usual ~4 characters per token.
     tokens = -(-characters // 4)
     done = SpeechAudioDone(usage=SpeechUsage(input_tokens=tokens, output_tokens=0, total_tokens=tokens))
     yield b"data: " + done.model_dump_json().encode() + b"\n\n"
+
+
+def _timestamps(words: list[TimedWord]) -> bytes:
+    event = SpeechAudioTimestamps(words=[SpeechWord(word=w.word, start=w.start, end=w.end) for w in words])
+    return b"data: " + event.model_dump_json().encode() + b"\n\n"
