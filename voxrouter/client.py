@@ -199,6 +199,9 @@ class Topup(TypedDict):
 Checkout = TypedDict("Checkout", {"id": str, "url": str, "amountCents": int, "bonusPercent": int, "creditMicros": int})
 
 
+TranscriptFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
+
+
 # --- requests and responses, shared by both clients -------------------------------------------
 
 
@@ -211,6 +214,9 @@ class _Call(Generic[T]):
     params: Mapping[str, str | int] | None = None
     json: Any = None
     authenticated: bool = True  # False: sign-up and the device flow take no token
+    files: Mapping[str, Any] | None = None  # a multipart form's files (transcriptions) ...
+    data: Mapping[str, Any] | None = None  # ... and its other fields
+    text: bool = False  # the 2xx body is text (transcripts as text, srt or vtt), not JSON
 
 
 def _query(**values: str | int | None) -> dict[str, str | int]:
@@ -323,6 +329,21 @@ class _Calls:
         return _Call("POST", "/v1/billing/checkout", json={"amountCents": amount_cents})
 
     @staticmethod
+    def transcribe(
+        route: Literal["transcriptions", "translations"],
+        audio: bytes,
+        filename: str,
+        model: str,
+        fields: Mapping[str, Any],
+    ) -> _Call[Any]:
+        data: dict[str, Any] = {"model": model, **{name: str(value) for name, value in fields.items() if value is not None}}
+        granularities = data.pop("timestamp_granularities", None)
+        if granularities:
+            data["timestamp_granularities[]"] = granularities.split(",")
+        text = data.get("response_format") in ("text", "srt", "vtt")
+        return _Call("POST", f"/v1/audio/{route}", files={"file": (filename, audio)}, data=data, text=text)
+
+    @staticmethod
     def speech(
         text: str,
         voice: str,
@@ -361,9 +382,11 @@ def _error(response: httpx.Response) -> VoxRouterError:
     return VoxRouterError(response.status_code, "http_error", text, retry_after=retry_after)
 
 
-def _result(response: httpx.Response) -> Any:
+def _result(response: httpx.Response, text: bool = False) -> Any:
     if response.is_error:
         raise _error(response)
+    if text:
+        return response.text
     try:
         return response.json()
     except ValueError:
@@ -391,7 +414,7 @@ class _Base:
         self.token = token
 
     def _build(self, http: httpx.Client | httpx.AsyncClient, call: _Call[Any]) -> httpx.Request:
-        request = http.build_request(call.method, call.path, params=call.params, json=call.json)
+        request = http.build_request(call.method, call.path, params=call.params, json=call.json, files=call.files, data=call.data)
         # The token rides in the client's default headers; sign-up and the device flow must not get it.
         if not call.authenticated:
             request.headers.pop("Authorization", None)
@@ -463,7 +486,7 @@ class Client(_Base):
             response = self._http.send(self._build(self._http, call))
         except httpx.TransportError as exc:
             raise _network_error(exc, self.base_url) from exc
-        return cast(T, _result(response))
+        return cast(T, _result(response, call.text))
 
     @contextlib.contextmanager
     def speech(
@@ -558,6 +581,31 @@ class Client(_Base):
     def delete_key(self, key_id: str) -> RevokedKey:
         return self._run(_Calls.delete_key(key_id))
 
+    def transcribe(
+        self,
+        audio: bytes,
+        *,
+        filename: str = "audio.wav",
+        model: str = "whisper-1",
+        language: str | None = None,
+        prompt: str | None = None,
+        response_format: TranscriptFormat | None = None,
+        temperature: float | None = None,
+        timestamp_granularities: Sequence[Literal["word", "segment"]] | None = None,
+    ) -> Any:
+        """`POST /v1/audio/transcriptions`: a dict for json/verbose_json, a str for text/srt/vtt."""
+        fields = {"language": language, "prompt": prompt, "response_format": response_format, "temperature": temperature,
+                  "timestamp_granularities": _csv(timestamp_granularities)}
+        return self._run(_Calls.transcribe("transcriptions", audio, filename, model, fields))
+
+    def translate(
+        self, audio: bytes, *, filename: str = "audio.wav", model: str = "whisper-1", prompt: str | None = None,
+        response_format: TranscriptFormat | None = None, temperature: float | None = None,
+    ) -> Any:
+        """`POST /v1/audio/translations`: the speech, in English."""
+        fields = {"prompt": prompt, "response_format": response_format, "temperature": temperature}
+        return self._run(_Calls.transcribe("translations", audio, filename, model, fields))
+
     def billing_methods(self) -> list[PaymentMethod]:
         return self._run(_Calls.billing_methods())
 
@@ -597,7 +645,7 @@ class AsyncClient(_Base):
             response = await self._http.send(self._build(self._http, call))
         except httpx.TransportError as exc:
             raise _network_error(exc, self.base_url) from exc
-        return cast(T, _result(response))
+        return cast(T, _result(response, call.text))
 
     @contextlib.asynccontextmanager
     async def speech(
@@ -688,6 +736,29 @@ class AsyncClient(_Base):
 
     async def delete_key(self, key_id: str) -> RevokedKey:
         return await self._run(_Calls.delete_key(key_id))
+
+    async def transcribe(
+        self,
+        audio: bytes,
+        *,
+        filename: str = "audio.wav",
+        model: str = "whisper-1",
+        language: str | None = None,
+        prompt: str | None = None,
+        response_format: TranscriptFormat | None = None,
+        temperature: float | None = None,
+        timestamp_granularities: Sequence[Literal["word", "segment"]] | None = None,
+    ) -> Any:
+        fields = {"language": language, "prompt": prompt, "response_format": response_format, "temperature": temperature,
+                  "timestamp_granularities": _csv(timestamp_granularities)}
+        return await self._run(_Calls.transcribe("transcriptions", audio, filename, model, fields))
+
+    async def translate(
+        self, audio: bytes, *, filename: str = "audio.wav", model: str = "whisper-1", prompt: str | None = None,
+        response_format: TranscriptFormat | None = None, temperature: float | None = None,
+    ) -> Any:
+        fields = {"prompt": prompt, "response_format": response_format, "temperature": temperature}
+        return await self._run(_Calls.transcribe("translations", audio, filename, model, fields))
 
     async def billing_methods(self) -> list[PaymentMethod]:
         return await self._run(_Calls.billing_methods())

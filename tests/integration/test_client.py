@@ -69,6 +69,57 @@ CASES: list[tuple[str, tuple[Any, ...], dict[str, Any], str, str, str, dict[str,
     ("billing_checkout", (5000,), {}, "POST", "/v1/billing/checkout", "/v1/billing/checkout", {}, {"amountCents": 5000}, True),
 ]
 _IDS = [f"{c[0]}-{i}" for i, c in enumerate(CASES)]
+# (method, path, kwargs, form fields expected besides `file`, whether the 2xx body is text)
+MULTIPART_CASES: list[tuple[str, str, dict[str, Any], dict[str, list[str]], bool]] = [
+    ("transcribe", "/v1/audio/transcriptions", {}, {"model": ["whisper-1"]}, False),
+    (
+        "transcribe", "/v1/audio/transcriptions",
+        {"model": "local/whisper-tiny.en", "language": "en", "response_format": "verbose_json", "temperature": 0.2,
+         "timestamp_granularities": ["word", "segment"]},
+        {"model": ["local/whisper-tiny.en"], "language": ["en"], "response_format": ["verbose_json"], "temperature": ["0.2"],
+         "timestamp_granularities[]": ["word", "segment"]},
+        False,
+    ),
+    ("transcribe", "/v1/audio/transcriptions", {"response_format": "srt"}, {"model": ["whisper-1"], "response_format": ["srt"]}, True),
+    ("translate", "/v1/audio/translations", {"model": "openai/whisper-1", "prompt": "Hi"}, {"model": ["openai/whisper-1"], "prompt": ["Hi"]}, False),
+]
+
+
+def _form(request: httpx.Request) -> tuple[dict[str, list[str]], bytes]:
+    """The multipart request's plain fields, and its `file` part's bytes."""
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    message = BytesParser(policy=HTTP).parsebytes(
+        b"Content-Type: " + request.headers["content-type"].encode() + b"\r\n\r\n" + request.content
+    )
+    fields: dict[str, list[str]] = {}
+    audio = b""
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if name == "file":
+            audio = part.get_payload(decode=True)
+        else:
+            fields.setdefault(name, []).append(part.get_content().strip())
+    return fields, audio
+
+
+@pytest.mark.parametrize("case", MULTIPART_CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(MULTIPART_CASES)])
+def test_multipart_requests_on_the_wire(case):
+    name, path, kwargs, fields, text = case
+    with respx.mock(base_url=BASE) as mock:
+        if text:
+            mock.route().respond(200, text="1\n00:00:00,000 --> 00:00:01,000\nHi\n")
+        else:
+            mock.route().respond(200, json={"text": "Hi"})
+        with Client(BASE, TOKEN) as client:
+            result = getattr(client, name)(b"RIFF-audio", **kwargs)
+        request = mock.calls.last.request
+    assert result == ("1\n00:00:00,000 --> 00:00:01,000\nHi\n" if text else {"text": "Hi"})
+    assert request.method == "POST" and request.url.path == path
+    assert request.headers["authorization"] == f"Bearer {TOKEN}"
+    assert _form(request) == (fields, b"RIFF-audio")
+
 
 
 def _check(request: httpx.Request, case: tuple[Any, ...]) -> None:
@@ -85,7 +136,7 @@ def _check(request: httpx.Request, case: tuple[Any, ...]) -> None:
 def test_every_api_route_has_a_client_method():
     api = {(method, route.path) for route in ROUTES if route.include_in_schema for method in route.methods - {"HEAD"}}
     api.discard(("POST", "/v1/billing/webhook"))  # Stripe calls it, not clients
-    covered = {(c[3], c[4]) for c in CASES} | {("POST", "/v1/audio/speech")}
+    covered = {(c[3], c[4]) for c in CASES} | {("POST", "/v1/audio/speech")} | {("POST", c[1]) for c in MULTIPART_CASES}
     assert api <= covered, api - covered
     assert {("GET", "/v1/billing/methods"), ("POST", "/v1/billing/topup"), ("POST", "/v1/billing/checkout")} <= covered
 
